@@ -1,0 +1,172 @@
+"""System routes: ping, version, info, events, and the answers for what skiff does not run
+(swarm-family endpoints: 503 as on a dockerd outside a swarm; managed plugins: none)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from api.deps import get_services
+from api.eventfilter import EVENT_FILTERS, event_matcher
+from api.params import Filters, parse_timestamp
+from api.versions import api_version
+from engine import errdefs
+from engine.events import Event, Subscription
+from engine.wiring import Services
+
+router = APIRouter()
+
+TEXT_PLAIN = "text/plain; charset=utf-8"
+PING_HEADERS = {
+    "Builder-Version": "1",  # classic builder only; "2" would promise BuildKit
+    "Swarm": "inactive",
+    "Cache-Control": "no-cache, no-store, must-revalidate",
+    "Pragma": "no-cache",
+}
+NOT_A_SWARM_MANAGER = (
+    'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect '
+    "this node to swarm and try again."
+)
+SWARM_AREAS = ("swarm", "nodes", "services", "tasks", "secrets", "configs")
+ANY_METHOD = ["GET", "POST", "PUT", "DELETE", "HEAD"]
+
+NDJSON = "application/x-ndjson"
+JSON_SEQ = "application/json-seq"
+JSON = "application/json"
+
+
+@router.get("/_ping")
+async def ping() -> Response:
+    return PlainTextResponse("OK", headers=PING_HEADERS)
+
+
+@router.head("/_ping")
+async def ping_head() -> Response:
+    return Response(b"", media_type=TEXT_PLAIN, headers=PING_HEADERS)
+
+
+@router.get("/version")
+async def version(services: Services = Depends(get_services)) -> Response:
+    return JSONResponse(await services.system.version())
+
+
+@router.get("/info")
+async def info(services: Services = Depends(get_services)) -> Response:
+    return JSONResponse(await services.system.info())
+
+
+@router.get("/plugins")
+async def plugins() -> Response:
+    return JSONResponse([])
+
+
+@router.get("/plugins/{name:path}/json")
+async def plugin_inspect(name: str) -> Response:
+    raise errdefs.NotFound(f'plugin "{name}" not found')
+
+
+async def _not_a_swarm_manager() -> Response:
+    raise errdefs.Unavailable(NOT_A_SWARM_MANAGER)
+
+
+for _area in SWARM_AREAS:
+    router.add_api_route(f"/{_area}", _not_a_swarm_manager, methods=ANY_METHOD, include_in_schema=False)
+    router.add_api_route(
+        f"/{_area}/{{rest:path}}", _not_a_swarm_manager, methods=ANY_METHOD, include_in_schema=False
+    )
+
+
+def negotiate_stream_type(accept: str | None) -> str:
+    """dockerd 28's events content negotiation: NDJSON or JSON sequence on request, else JSON."""
+    best, best_q = JSON, 0.0
+    for item in (accept or "").split(","):
+        media, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if media in (NDJSON, JSON_SEQ) and q > best_q:
+            best, best_q = media, q
+    return best
+
+
+def _encoder(media_type: str) -> Callable[[Event], bytes]:
+    prefix = b"\x1e" if media_type == JSON_SEQ else b""
+
+    def encode(event: Event) -> bytes:
+        return prefix + json.dumps(event.to_message(), separators=(",", ":")).encode() + b"\n"
+
+    return encode
+
+
+class EventStreamResponse(StreamingResponse):
+    """Closes the subscription however the response ends, even if streaming never began."""
+
+    def __init__(self, subscription: Subscription, content: AsyncIterator[bytes], media_type: str) -> None:
+        super().__init__(content, media_type=media_type)
+        self.subscription = subscription
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.subscription.close()
+
+
+@router.get("/events")
+async def events(
+    request: Request,
+    since: str | None = None,
+    until: str | None = None,
+    filters: str | None = None,
+    services: Services = Depends(get_services),
+) -> Response:
+    since_ns, until_ns = parse_timestamp(since), parse_timestamp(until)
+    if until_ns is not None and until_ns < (since_ns or 0):
+        raise errdefs.InvalidParameter(f"`since` time ({since}) cannot be after `until` time ({until})")
+    parsed = Filters.parse(filters)
+    parsed.validate(EVENT_FILTERS)
+    hide_image_create = api_version(request) < (1, 46)  # image "create" events appeared in 1.46
+
+    def wanted(event: Event) -> bool:
+        return not (hide_image_create and event.type == "image" and event.action == "create")
+
+    subscription = services.events.subscribe(since=since_ns, until=until_ns, match=event_matcher(parsed))
+    only_past = until_ns is not None and until_ns <= time.time_ns()
+    media_type = negotiate_stream_type(request.headers.get("accept"))
+    encode = _encoder(media_type)
+
+    async def stream() -> AsyncIterator[bytes]:
+        for past in subscription.backlog:
+            if wanted(past):
+                yield encode(past)
+        if only_past:
+            return
+        while True:
+            event: Event | None
+            if until_ns is None:
+                event = await subscription.get()
+            else:
+                remaining = (until_ns - time.time_ns()) / 1e9
+                if remaining <= 0:
+                    return
+                try:
+                    event = await asyncio.wait_for(subscription.get(), remaining)
+                except TimeoutError:
+                    return
+            if event is None:  # daemon shutting down, or this listener fell too far behind
+                return
+            if wanted(event):
+                yield encode(event)
+
+    return EventStreamResponse(subscription, stream(), media_type)

@@ -1,0 +1,342 @@
+#!/usr/bin/env python3
+"""Micro-benchmarks of a Docker-compatible daemon, optionally side by side with a reference dockerd.
+
+Measures, over loopback UNIX sockets only and in bounded loops:
+  * /_ping latency on one keep-alive connection (median, p90, p99, requests/s);
+  * `docker load -i` of a busybox image with a layer of its own, followed by `docker rmi` (median);
+  * the daemon's resident memory at idle: its process plus descendants (dockerd: + containerd).
+
+    bench/run.py --host unix:///run/skiff/skiff.sock [--reference unix:///run/ref-docker/docker.sock]
+    bench/run.py --start-skiffd --reference unix:///run/ref-docker/docker.sock   # (what `make bench` runs)
+
+Results: a table on stdout and JSON in bench/results/<UTC timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOCKER_CLI = (
+    "/usr/local/bin/docker" if os.access("/usr/local/bin/docker", os.X_OK) else shutil.which("docker")
+)
+MAX_PING = 100_000
+MAX_LOADS = 50
+SECTION_BUDGET_S = 120.0
+
+
+def load_tool(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class Result:
+    host: str
+    server: str = ""
+    api_version: str = ""
+    pid: int | None = None
+    ping_ms: dict[str, float] = field(default_factory=dict)
+    load_ms: dict[str, float] = field(default_factory=dict)
+    rmi_ms: dict[str, float] = field(default_factory=dict)
+    rss_kib: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def socket_path(host: str) -> str:
+    if not host.startswith("unix://"):
+        raise SystemExit(f"only unix:// hosts are benchmarked (loopback only), got {host}")
+    return host.removeprefix("unix://")
+
+
+def summary(samples_s: list[float]) -> dict[str, float]:
+    ms = sorted(s * 1000 for s in samples_s)
+    if not ms:
+        return {}
+
+    def pct(p: float) -> float:
+        return ms[min(len(ms) - 1, round(p * (len(ms) - 1)))]
+
+    return {
+        "n": len(ms),
+        "median": round(statistics.median(ms), 4),
+        "p90": round(pct(0.90), 4),
+        "p99": round(pct(0.99), 4),
+        "mean": round(statistics.fmean(ms), 4),
+        "min": round(ms[0], 4),
+    }
+
+
+def bench_ping(host: str, iterations: int, warmup: int = 100) -> tuple[dict[str, float], str, str]:
+    transport = httpx.HTTPTransport(uds=socket_path(host))
+    samples: list[float] = []
+    with httpx.Client(transport=transport, base_url="http://docker", timeout=10) as client:
+        first = client.get("/_ping")
+        first.raise_for_status()
+        for _ in range(warmup):
+            client.get("/_ping")
+        deadline = time.monotonic() + SECTION_BUDGET_S
+        start = time.perf_counter()
+        for _ in range(iterations):
+            t0 = time.perf_counter()
+            res = client.get("/_ping")
+            samples.append(time.perf_counter() - t0)
+            if res.status_code != 200:
+                raise RuntimeError(f"/_ping answered {res.status_code}")
+            if time.monotonic() > deadline:
+                break
+        elapsed = time.perf_counter() - start
+    stats = summary(samples)
+    stats["requests_per_s"] = round(len(samples) / elapsed, 1)
+    return stats, first.headers.get("Server", ""), first.headers.get("Api-Version", "")
+
+
+def docker(host: str, *args: str, timeout: int = 120) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env["DOCKER_HOST"] = host
+    argv = ["timeout", "-s", "KILL", str(timeout), str(DOCKER_CLI), *args]
+    return subprocess.run(argv, capture_output=True, env=env)
+
+
+def bench_load(
+    host: str, image: Path, ref: str, iterations: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    loads: list[float] = []
+    rmis: list[float] = []
+    deadline = time.monotonic() + SECTION_BUDGET_S
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        res = docker(host, "load", "-q", "-i", str(image))
+        loads.append(time.perf_counter() - t0)
+        if res.returncode != 0:
+            raise RuntimeError(f"docker load failed: {res.stderr.decode(errors='replace')}")
+        t0 = time.perf_counter()
+        res = docker(host, "rmi", ref)
+        rmis.append(time.perf_counter() - t0)
+        if res.returncode != 0:
+            raise RuntimeError(f"docker rmi failed: {res.stderr.decode(errors='replace')}")
+        if time.monotonic() > deadline:
+            break
+    return summary(loads), summary(rmis)
+
+
+def pid_from_socket(path: str) -> int | None:
+    """The listening process of a UNIX socket, from `ss -xlp`."""
+    out = subprocess.run(["ss", "-xlpH"], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if path in fields:
+            match = re.search(r"pid=(\d+)", line)
+            if match:
+                return int(match.group(1))
+    return None
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # Field 4 (ppid) follows the parenthesised command name, which may itself contain spaces.
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def _rss_kib(pid: int) -> tuple[str, int] | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    name = re.search(r"^Name:\s*(\S+)", status, re.M)
+    rss = re.search(r"^VmRSS:\s*(\d+) kB", status, re.M)
+    return (name.group(1) if name else str(pid), int(rss.group(1)) if rss else 0)
+
+
+def daemon_rss(pid: int) -> dict[str, int]:
+    """RSS of the daemon and its descendants (dockerd's containerd is its child), per process name."""
+    tree = _children()
+    todo, seen = [pid], set()
+    per_name: dict[str, int] = {}
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        info = _rss_kib(p)
+        if info:
+            per_name[info[0]] = per_name.get(info[0], 0) + info[1]
+        todo.extend(tree.get(p, []))
+    per_name["total"] = sum(v for k, v in per_name.items())
+    return per_name
+
+
+def run_one(host: str, pid: int | None, args: argparse.Namespace, image: Path, ref: str) -> Result:
+    result = Result(host=host)
+    try:
+        result.ping_ms, result.server, result.api_version = bench_ping(host, args.ping_iterations)
+    except Exception as exc:  # a benchmark reports, it does not crash half-way
+        result.errors.append(f"ping: {exc}")
+    if DOCKER_CLI is None:
+        result.errors.append("load: no docker CLI")
+    else:
+        try:
+            result.load_ms, result.rmi_ms = bench_load(host, image, ref, args.load_iterations)
+        except Exception as exc:
+            result.errors.append(f"load: {exc}")
+            docker(host, "rmi", "-f", ref)
+    result.pid = pid or pid_from_socket(socket_path(host))
+    if result.pid:
+        time.sleep(args.idle_seconds)
+        result.rss_kib = daemon_rss(result.pid)
+    else:
+        result.errors.append("rss: daemon PID not found (pass --pid)")
+    return result
+
+
+def ratio(a: float | int | None, b: float | int | None) -> str:
+    if not a or not b:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def print_table(target: Result, reference: Result | None) -> None:
+    rows: list[tuple[str, Any, Any]] = [
+        ("/_ping median (ms)", target.ping_ms.get("median"), reference and reference.ping_ms.get("median")),
+        ("/_ping p99 (ms)", target.ping_ms.get("p99"), reference and reference.ping_ms.get("p99")),
+        (
+            "/_ping requests/s",
+            target.ping_ms.get("requests_per_s"),
+            reference and reference.ping_ms.get("requests_per_s"),
+        ),
+        (
+            "docker load median (ms)",
+            target.load_ms.get("median"),
+            reference and reference.load_ms.get("median"),
+        ),
+        ("docker rmi median (ms)", target.rmi_ms.get("median"), reference and reference.rmi_ms.get("median")),
+        (
+            "idle RSS total (MiB)",
+            _mib(target.rss_kib.get("total")),
+            reference and _mib(reference.rss_kib.get("total")),
+        ),
+    ]
+    head = (
+        "metric",
+        target.server or target.host,
+        (reference.server or reference.host) if reference else "-",
+    )
+    table = [(m, _fmt(a), _fmt(b) if reference else "-", ratio(a, b)) for m, a, b in rows]
+    lines = [(*head, "skiff/ref"), *table]
+    width = [max(len(row[i]) for row in lines) for i in range(4)]
+    for i, row in enumerate(lines):
+        cells = [f"{row[0]:<{width[0]}}", *(f"{cell:>{width[j]}}" for j, cell in enumerate(row) if j)]
+        print("  ".join(cells))
+        if i == 0:
+            print("  ".join("-" * w for w in width))
+    for res in (target, reference):
+        if res and res.errors:
+            print(f"errors on {res.host}: {'; '.join(res.errors)}", file=sys.stderr)
+
+
+def _fmt(value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) and value < 10 else f"{value:.1f}"
+
+
+def _mib(kib: int | None) -> float | None:
+    return round(kib / 1024, 1) if kib else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--host", default=os.environ.get("DOCKER_HOST", "unix:///run/skiff/skiff.sock"))
+    parser.add_argument("--pid", type=int, help="daemon PID for RSS (default: owner of the socket, via ss)")
+    parser.add_argument(
+        "--reference", help="a second daemon measured in the same run, e.g. the reference dockerd"
+    )
+    parser.add_argument("--reference-pid", type=int)
+    parser.add_argument("--start-skiffd", action="store_true", help="run a throw-away skiffd and measure it")
+    parser.add_argument("--ping-iterations", type=int, default=3000)
+    parser.add_argument("--load-iterations", type=int, default=7)
+    parser.add_argument("--idle-seconds", type=float, default=2.0)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    args.ping_iterations = max(1, min(args.ping_iterations, MAX_PING))
+    args.load_iterations = max(1, min(args.load_iterations, MAX_LOADS))
+
+    mkimage = load_tool("mkimage")
+    token = secrets.token_hex(4)
+    ref = f"skiff-bench-{token}:latest"
+    with tempfile.TemporaryDirectory(prefix="skiff-bench-") as tmp:
+        image = Path(tmp) / "bench.tar"
+        # A layer of its own, so no other image on the daemon shares it and every load unpacks it.
+        spec = mkimage.ImageSpec(tags=(ref,), extra_files=(("etc/skiff-bench", token.encode()),))
+        mkimage.write_archive(spec, image)
+
+        daemon = None
+        host, pid = args.host, args.pid
+        if args.start_skiffd:
+            daemon = load_tool("testdaemon").SkiffDaemon(log_level="warn").start()
+            host, pid = daemon.host, daemon.pid
+        try:
+            target = run_one(host, pid, args, image, ref)
+        finally:
+            if daemon is not None:
+                daemon.stop()
+        reference = run_one(args.reference, args.reference_pid, args, image, ref) if args.reference else None
+
+    print_table(target, reference)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = args.results_dir / f"{stamp}.json"
+    record = {
+        "schema": 1,
+        "time": stamp,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "params": {k: v for k, v in vars(args).items() if k != "results_dir"},
+        "target": asdict(target),
+        "reference": asdict(reference) if reference else None,
+    }
+    out.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    print(f"results: {out}")
+    return 1 if target.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

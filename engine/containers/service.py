@@ -1,0 +1,718 @@
+"""Container lifecycle: create, start, stop, kill, restart, wait, remove, resize, shutdown.
+
+The daemon owns every running container's stdio and learns each exit from the runtime
+(``Task.wait``); the per-run monitor task turns an exit into state, events, a restart (policy
+with dockerd's backoff) or an automatic removal (``--rm``). Each container has one
+``asyncio.Lock`` for state transitions; state is written through to ``config.v2.json`` before a
+call returns (architecture.md §4). Attach and logs sessions live in ``attach.py``; reconciliation
+at daemon start in ``restore.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal as _signal
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine import errdefs, ids
+from engine.containers import createconfig, files, loopback
+from engine.containers.caps import validate_capabilities
+from engine.containers.devices import resolve_devices
+from engine.containers.live import LiveContainer
+from engine.containers.logconfig import validate_log_config
+from engine.containers.model import Container, now_rfc3339, parse_time
+from engine.containers.security import parse_security_opt
+from engine.containers.spec import build_spec, parse_process_args
+from engine.containers.store import ContainerStore, name_conflict
+from engine.containers.streams import Subscription
+from engine.containers.userlookup import resolve_user
+from engine.system import ContainerCounts
+from runtime.cgroups import cgroups_path
+from runtime.types import ConsoleSize, IOSpec, Runtime, StartError, parse_signal
+from storage import mount as mounts
+from storage.jsonfile import atomic_write_json
+
+if TYPE_CHECKING:
+    from engine.events import EventBus
+    from engine.images.service import ImageService
+    from storage.layers import LayerStore
+
+log = logging.getLogger("skiff.containers")
+
+WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
+DEFAULT_STOP_TIMEOUT = 10
+# dockerd's Kill(): after SIGKILL, wait this long for the exit before giving up.
+KILL_WAIT = 10.0
+# dockerd's restartmanager: 100 ms doubling up to a minute, reset after 10 s of running.
+BACKOFF_START = 0.1
+BACKOFF_MAX = 60.0
+BACKOFF_RESET_AFTER = 10.0
+
+
+@dataclass
+class WaitResult:
+    status_code: int
+    error: str | None = None
+
+
+@dataclass
+class _Waiters:
+    exit: list[asyncio.Future[WaitResult]] = field(default_factory=list)
+    removed: list[asyncio.Future[WaitResult]] = field(default_factory=list)
+
+
+@dataclass
+class PendingAttach:
+    """An attach to a container that is not running: subscribed at its next start, before any output."""
+
+    stdout: bool
+    stderr: bool
+    future: asyncio.Future[tuple[LiveContainer, Subscription]]
+
+
+class ContainerService:
+    def __init__(
+        self,
+        *,
+        store: ContainerStore,
+        images: ImageService,
+        layers: LayerStore,
+        runtime: Runtime,
+        events: EventBus,
+        exec_root: Path,
+        init_path: str | None = None,
+        dns: list[str] | None = None,
+        network_setup: Callable[[int], Awaitable[None]] | None = loopback.bring_up,
+    ) -> None:
+        self.store = store
+        self.images = images
+        self.layers = layers
+        self.runtime = runtime
+        self.events = events
+        self.bundles = exec_root / "bundles"
+        self.init_path = init_path
+        self.dns = list(dns or [])
+        # Prepares a container's own network namespace (given its init pid) before it runs.
+        self.network_setup = network_setup
+        self.live: dict[str, LiveContainer] = {}
+        self.shutting_down = False
+        # Exec and admin code hook in here: called (synchronously) after every exit is recorded.
+        self.on_exit: Callable[[Container, LiveContainer], Any] | None = None
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._waiters: dict[str, _Waiters] = {}
+        self._pending_attach: dict[str, list[PendingAttach]] = {}
+        self._console: dict[str, ConsoleSize] = {}
+        self._backoff: dict[str, float] = {}
+        self._restart_timers: dict[str, asyncio.Task[None]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._stopping_all: asyncio.Task[None] | None = None
+
+    # -- helpers -------------------------------------------------------------------
+
+    def get(self, ref: str) -> Container:
+        return self.store.get(ref)
+
+    def lock(self, cid: str) -> asyncio.Lock:
+        return self._locks.setdefault(cid, asyncio.Lock())
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def publish(self, c: Container, action: str, extra: dict[str, str] | None = None) -> None:
+        attrs = {**c.labels, "image": str(c.config.get("Image", "")), "name": c.name.lstrip("/")}
+        if extra:
+            attrs.update(extra)
+        self.events.publish("container", action, c.id, attrs)
+
+    def save(self, c: Container) -> None:
+        self.store.save(c)
+
+    def store_has(self, cid: str) -> bool:
+        try:
+            return self.store.get(cid).id == cid
+        except errdefs.EngineError:
+            return False
+
+    def counts(self) -> ContainerCounts:
+        """For /info: paused counts as paused, running (or restarting) as running, the rest stopped."""
+        running = paused = stopped = 0
+        for c in self.store:
+            if c.state.paused:
+                paused += 1
+            elif c.state.alive:
+                running += 1
+            else:
+                stopped += 1
+        return ContainerCounts(running=running, paused=paused, stopped=stopped)
+
+    def image_usage(self, image_id: str) -> list[tuple[str, bool]]:
+        """Who uses ``image_id`` (for rmi's 409 texts): [(container id, running)]."""
+        return [(c.id, c.state.alive) for c in self.store if c.image_id == image_id]
+
+    # -- create --------------------------------------------------------------------
+
+    async def create(self, name: str | None, body: dict[str, Any]) -> tuple[Container, list[str]]:
+        config = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
+        host_config = dict(body.get("HostConfig") or {})
+        networking = dict(body.get("NetworkingConfig") or {})
+        createconfig.validate_host_config(host_config)
+        validate_capabilities(host_config.get("CapAdd"), host_config.get("CapDrop"))
+        parse_security_opt(host_config.get("SecurityOpt"))
+        log_config = host_config.get("LogConfig") or {}
+        validate_log_config(str(log_config.get("Type") or ""), log_config.get("Config") or {})
+        if name:
+            cname = ids.validate_container_name(name)
+            owner = self.store.owner_of(cname)
+            if owner is not None:
+                raise name_conflict(cname, owner)
+        else:
+            cname = ids.generate_name(self.store.names())
+        image_ref = str(config.get("Image") or "")
+        if not image_ref:
+            raise errdefs.InvalidParameter("No image was specified")
+        image = await self.images.resolve(image_ref)
+        merged = createconfig.merge_image_config(config, self.images.image_config(image))
+        createconfig.fill_defaults(merged, host_config)
+        argv = parse_process_args(merged)
+        cid = ids.new_id()
+        c = Container(
+            id=cid,
+            name=cname,
+            created=now_rfc3339(),
+            image_id=image.id,
+            path=argv[0],
+            args=argv[1:],
+            config=merged,
+            host_config=host_config,
+            networking_config=networking,
+            snapshot_key=cid,
+            runtime=str(host_config.get("Runtime") or "runc"),
+        )
+        cdir = self.store.dir(cid)
+        async with AsyncExitStack() as undo:
+            await asyncio.to_thread(self.layers.prepare_rw, cid, self.images.top_chain_id(image))
+            undo.push_async_callback(asyncio.to_thread, self.layers.remove_rw, cid)
+            undo.push_async_callback(asyncio.to_thread, shutil.rmtree, cdir, True)
+            hostname = files.container_hostname(cid, merged, host_config)
+            if not merged.get("Hostname"):
+                merged["Hostname"] = hostname
+            hp, hosts, resolv = await asyncio.to_thread(
+                files.write_container_files, cdir, hostname, host_config, self.dns
+            )
+            c.hostname_path, c.hosts_path, c.resolv_conf_path = str(hp), str(hosts), str(resolv)
+            c.log_path = str(cdir / f"{cid}-json.log")
+            c.network_settings = _initial_network_settings(host_config)
+            self.store.reserve(c)
+            undo.pop_all()
+        self.publish(c, "create")
+        return c, []
+
+    # -- start ---------------------------------------------------------------------
+
+    async def start(self, ref: str) -> None:
+        c = self.get(ref)
+        try:
+            async with self.lock(c.id):
+                if c.state.paused:
+                    raise errdefs.Conflict("cannot start a paused container, try unpause instead")
+                if c.state.alive:
+                    raise errdefs.NotModified()
+                if c.state.status == "removing":
+                    raise errdefs.Conflict("container is marked for removal and cannot be started")
+                if c.state.dead:
+                    raise errdefs.Conflict("container is marked for removal and cannot be started")
+                # A manual start resets what the restart policy counted (dockerd's ResetRestartManager).
+                c.state.manually_stopped = False
+                c.restart_count = 0
+                self._backoff.pop(c.id, None)
+                await self._start_locked(c)
+        except errdefs.EngineError as err:
+            refused = isinstance(err, errdefs.NotModified | errdefs.Conflict)
+            if c.host_config.get("AutoRemove") and not refused:
+                # dockerd removes the container before answering; the CLI then waits for the removal.
+                await self._auto_remove(c)
+            raise
+
+    def _netns_path(self, c: Container) -> str | None:
+        mode = str(c.host_config.get("NetworkMode") or "")
+        if mode == "host":
+            return "host"
+        if mode.startswith("container:"):
+            other = self.get(mode.split(":", 1)[1])
+            if not other.state.running or not other.state.pid:
+                raise errdefs.Conflict(
+                    "cannot join network namespace of a non running container: "
+                    f"container {other.id} is {other.state.status}"
+                )
+            return f"/proc/{other.state.pid}/ns/net"
+        return None
+
+    async def _start_locked(self, c: Container) -> None:
+        """Mount, write the bundle, create and start the task; undo everything on failure."""
+        bundle = self.bundles / c.id
+        rootfs = bundle / "rootfs"
+        async with AsyncExitStack() as undo:
+            try:
+                await asyncio.to_thread(rootfs.mkdir, parents=True, exist_ok=True)
+                undo.push_async_callback(_remove_bundle, bundle)
+                layer_mounts = await asyncio.to_thread(self.layers.snapshotter.mounts, c.snapshot_key)
+                await asyncio.to_thread(mounts.mount_all, layer_mounts, rootfs)
+                undo.push_async_callback(asyncio.to_thread, mounts.unmount, rootfs)
+                user = await asyncio.to_thread(
+                    resolve_user,
+                    str(c.config.get("User") or ""),
+                    rootfs,
+                    [str(g) for g in c.host_config.get("GroupAdd") or []],
+                )
+                netns = self._netns_path(c)
+                spec = build_spec(
+                    c.config,
+                    c.host_config,
+                    rootfs=str(rootfs),
+                    user=user,
+                    hostname=str(c.config.get("Hostname") or c.id[:12]),
+                    extra_mounts=files.bind_mounts(
+                        Path(c.hostname_path),
+                        Path(c.hosts_path),
+                        Path(c.resolv_conf_path),
+                        bool(c.host_config.get("ReadonlyRootfs")),
+                    ),
+                    netns_path=netns,
+                    cgroups_path=cgroups_path(c.id),
+                    init_path=self.init_path,
+                    devices=await asyncio.to_thread(resolve_devices, c.host_config),
+                )
+                await asyncio.to_thread(atomic_write_json, bundle / "config.json", spec, 0o600)
+                size = self._console.pop(c.id, None) or _console(c.host_config.get("ConsoleSize"))
+                io = IOSpec(tty=c.tty, stdin=bool(c.config.get("OpenStdin")), console_size=size)
+                task = await self.runtime.create(c.id, bundle, io)
+                undo.push_async_callback(task.delete, True)
+                if netns is None and self.network_setup is not None:
+                    await self.network_setup(task.pid)
+                live = LiveContainer.open(c, task)
+                undo.push_async_callback(live.abort)
+                self.live[c.id] = live
+                undo.callback(self.live.pop, c.id, None)
+                self._hand_over_attaches(c.id, live)
+                await task.start()
+            except StartError as err:
+                self._record_start_failure(c, err.message, err.exit_code)
+                raise
+            except errdefs.EngineError as err:
+                self._record_start_failure(c, err.message, 128)
+                raise
+            c.state.set_running(task.pid)
+            self.save(c)
+            undo.pop_all()
+        live.monitor = self.spawn(self._monitor(c, live, bundle))
+        self.publish(c, "start")
+
+    def _record_start_failure(self, c: Container, message: str, exit_code: int) -> None:
+        # dockerd keeps the status (created / exited) and records Error and an exit code.
+        c.state.error = message
+        c.state.exit_code = exit_code
+        c.state.running = c.state.restarting = False
+        if c.state.status in ("running", "restarting"):
+            c.state.status = "exited"
+        with contextlib.suppress(OSError):
+            self.save(c)
+
+    def _hand_over_attaches(self, cid: str, live: LiveContainer) -> None:
+        """Subscribe waiting attach sessions before the first byte can be pumped."""
+        for pending in self._pending_attach.pop(cid, []):
+            if not pending.future.done():
+                sub = live.output.subscribe(stdout=pending.stdout, stderr=pending.stderr)
+                pending.future.set_result((live, sub))
+
+    def attach_next_start(self, cid: str, *, stdout: bool, stderr: bool) -> PendingAttach:
+        """For attach sessions on a container that is not running (``docker run`` attaches first)."""
+        fut: asyncio.Future[tuple[LiveContainer, Subscription]] = asyncio.get_running_loop().create_future()
+        pending = PendingAttach(stdout, stderr, fut)
+        waiting = [p for p in self._pending_attach.get(cid, []) if not p.future.done()]
+        self._pending_attach[cid] = [*waiting, pending]
+        return pending
+
+    # -- exit handling -------------------------------------------------------------
+
+    async def _monitor(self, c: Container, live: LiveContainer, bundle: Path) -> None:
+        status = await live.task.wait()
+        await live.drain()
+        started_at = c.state.started_at
+        restart = False
+
+        def record_exit() -> None:
+            nonlocal restart
+            self._update_backoff(c.id, started_at)
+            restart = (
+                not self.shutting_down
+                and not live.exit_on_next
+                and restart_policy_says(c, status.code, c.state.manually_stopped)
+            )
+            if restart:
+                c.restart_count += 1
+                c.state.set_restarting(status.code, status.oom_killed)
+            else:
+                c.state.set_stopped(status.code, status.oom_killed)
+            self.save(c)
+
+        try:
+            async with self.lock(c.id):
+                # The log is complete and the exit recorded before attach streams end (hijack.md 5).
+                await live.close(after=record_exit)
+                self.live.pop(c.id, None)
+                try:
+                    with contextlib.suppress(errdefs.EngineError):
+                        await live.task.delete(True)
+                    await asyncio.to_thread(mounts.unmount, bundle / "rootfs")
+                    await _remove_bundle(bundle)
+                except (errdefs.EngineError, OSError) as err:
+                    log.warning("cleanup of %s failed: %s", c.short_id, err)
+                if status.oom_killed:
+                    self.publish(c, "oom")
+                self.publish(
+                    c, "die", {"exitCode": str(status.code), "execDuration": _exec_duration(started_at)}
+                )
+                self._wake(c.id, "exit", WaitResult(status.code))
+        finally:
+            live.exited.set()
+        if self.on_exit is not None:
+            self.on_exit(c, live)
+        if restart:
+            delay = self._backoff.get(c.id, BACKOFF_START)
+            self._restart_timers[c.id] = self.spawn(self._restart_later(c, delay))
+        elif c.host_config.get("AutoRemove") and not live.manual_restart:
+            await self._auto_remove(c)
+
+    def _update_backoff(self, cid: str, started_at: str) -> None:
+        started = parse_time(started_at)
+        ran = (datetime.now(UTC) - started).total_seconds() if started else 0.0
+        current = 0.0 if ran >= BACKOFF_RESET_AFTER else self._backoff.get(cid, 0.0)
+        self._backoff[cid] = BACKOFF_START if current == 0 else min(current * 2, BACKOFF_MAX)
+
+    async def _restart_later(self, c: Container, delay: float) -> None:
+        try:
+            await asyncio.sleep(delay)
+            async with self.lock(c.id):
+                if not c.state.restarting or not self.store_has(c.id):
+                    return
+                try:
+                    await self._start_locked(c)
+                except errdefs.EngineError as err:
+                    log.warning("restart of %s failed: %s", c.short_id, err.message)
+                    c.state.set_stopped(c.state.exit_code or 128, error=err.message)
+                    self.save(c)
+                    self._wake(c.id, "exit", WaitResult(c.state.exit_code, err.message))
+        finally:
+            if self._restart_timers.get(c.id) is asyncio.current_task():
+                del self._restart_timers[c.id]
+
+    def _cancel_restart(self, c: Container) -> None:
+        """A stop/kill/rm while waiting to restart: the container stays exited (RestartManager.Cancel)."""
+        timer = self._restart_timers.pop(c.id, None)
+        if timer is not None:
+            timer.cancel()
+        if c.state.restarting:
+            c.state.set_stopped(c.state.exit_code, c.state.oom_killed, finished_at=c.state.finished_at)
+            self.save(c)
+            self._wake(c.id, "exit", WaitResult(c.state.exit_code))
+
+    async def _auto_remove(self, c: Container) -> None:
+        try:
+            await self.remove(c.id, force=True, volumes=True)
+        except errdefs.NotFound:
+            pass
+        except errdefs.EngineError as err:
+            log.warning("auto-remove of %s failed: %s", c.short_id, err.message)
+
+    # -- waits ---------------------------------------------------------------------
+
+    def _wake(self, cid: str, kind: str, result: WaitResult) -> None:
+        waiters = self._waiters.get(cid)
+        if waiters is None:
+            return
+        futures = waiters.exit if kind == "exit" else waiters.removed
+        for fut in futures:
+            if not fut.done():
+                fut.set_result(result)
+        futures.clear()
+        if kind == "removed":
+            for fut in waiters.exit:
+                if not fut.done():
+                    fut.set_result(result)
+            self._waiters.pop(cid, None)
+
+    def wait(self, ref: str, condition: str | None) -> asyncio.Future[WaitResult]:
+        """Validate now (so the API can answer 404/400 before its headers), wait later.
+
+        Cancel the returned future when the client goes away.
+        """
+        cond = condition or "not-running"
+        if cond not in WAIT_CONDITIONS:
+            raise errdefs.InvalidParameter(f'invalid condition: "{cond}"')
+        c = self.get(ref)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[WaitResult] = loop.create_future()
+        waiters = self._waiters.setdefault(c.id, _Waiters())
+        waiters.exit = [f for f in waiters.exit if not f.done()]
+        waiters.removed = [f for f in waiters.removed if not f.done()]
+        if cond == "not-running" and not c.state.alive:
+            fut.set_result(WaitResult(c.state.exit_code))
+        elif cond == "removed":
+            waiters.removed.append(fut)
+        else:
+            waiters.exit.append(fut)
+        return fut
+
+    # -- stop / kill / restart -----------------------------------------------------
+
+    def _mark_kill(self, c: Container, live: LiveContainer | None, sig: int) -> None:
+        """dockerd's killWithSignal bookkeeping: ExitOnNext for a stopping signal, manual-stop flag."""
+        stop = str(c.config.get("StopSignal") or "")
+        exits = True
+        if stop and sig != _signal.SIGKILL:
+            try:
+                exits = parse_signal(stop) == sig
+            except errdefs.InvalidParameter:
+                exits = False
+        if exits and live is not None:
+            live.exit_on_next = True
+        if not self.shutting_down:
+            c.state.manually_stopped = True
+            self.save(c)
+
+    async def kill(self, ref: str, signal: str | None = None) -> None:
+        sig = parse_signal(signal) if signal else int(_signal.SIGKILL)
+        c = self.get(ref)
+        if not c.state.alive:
+            raise errdefs.Conflict(f"container {c.id} is not running")
+        live = self.live.get(c.id)
+        self._mark_kill(c, live, sig)
+        if live is None:  # waiting to restart: cancelling is enough
+            self._cancel_restart(c)
+            return
+        with contextlib.suppress(errdefs.NotFound, errdefs.Conflict):
+            await live.task.kill(sig)  # failing means it exited meanwhile: the monitor records that
+        if c.state.paused and live.exit_on_next:
+            with contextlib.suppress(errdefs.EngineError):
+                await live.task.resume()
+        self.publish(c, "kill", {"signal": str(sig)})
+        if sig == _signal.SIGKILL:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(live.exited.wait(), KILL_WAIT)
+
+    async def stop(self, ref: str, signal: str | None = None, timeout: int | None = None) -> None:
+        c = self.get(ref)
+        if not c.state.alive:
+            raise errdefs.NotModified()
+        live = self.live.get(c.id)
+        if live is None:  # restarting: the pending restart is cancelled
+            self._mark_kill(c, None, int(_signal.SIGKILL))
+            self._cancel_restart(c)
+        else:
+            await self._stop_live(c, live, signal, timeout)
+        self.publish(c, "stop")
+
+    async def _stop_live(
+        self, c: Container, live: LiveContainer, signal: str | None, timeout: int | None
+    ) -> None:
+        sig = parse_signal(signal or str(c.config.get("StopSignal") or "SIGTERM"))
+        if timeout is None:
+            stop_timeout = c.config.get("StopTimeout")
+            timeout = DEFAULT_STOP_TIMEOUT if stop_timeout is None else int(stop_timeout)
+        self._mark_kill(c, live, sig)
+        live.exit_on_next = True  # a stop always ends the run, whatever the signal
+        with contextlib.suppress(errdefs.NotFound, errdefs.Conflict):
+            await live.task.kill(sig)
+            self.publish(c, "kill", {"signal": str(sig)})
+        if c.state.paused:
+            with contextlib.suppress(errdefs.EngineError):
+                await live.task.resume()
+        if timeout < 0:
+            await live.exited.wait()
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(live.exited.wait()), timeout)
+        except TimeoutError:
+            with contextlib.suppress(errdefs.NotFound, errdefs.Conflict):
+                await live.task.kill(int(_signal.SIGKILL), all=True)
+                self.publish(c, "kill", {"signal": str(int(_signal.SIGKILL))})
+            await live.exited.wait()
+
+    async def restart(self, ref: str, signal: str | None = None, timeout: int | None = None) -> None:
+        c = self.get(ref)
+        live = self.live.get(c.id)
+        if live is not None:
+            live.manual_restart = True  # dockerd's HasBeenManuallyRestarted: no --rm removal now
+            await self._stop_live(c, live, signal, timeout)
+            self.publish(c, "stop")
+        elif c.state.restarting:
+            self._cancel_restart(c)
+        async with self.lock(c.id):
+            if not self.store_has(c.id):
+                raise errdefs.no_such_container(ref)
+            if not c.state.alive:
+                c.state.manually_stopped = False
+                c.restart_count = 0
+                self._backoff.pop(c.id, None)
+                await self._start_locked(c)
+        self.publish(c, "restart")
+
+    # -- resize --------------------------------------------------------------------
+
+    async def resize(self, ref: str, height: int, width: int) -> None:
+        c = self.get(ref)
+        live = self.live.get(c.id)
+        if live is None:
+            # hijack.md 6: a size may arrive before the process exists; use it at the next start.
+            if height > 0 and width > 0:
+                self._console[c.id] = ConsoleSize(height=height, width=width)
+            return
+        with contextlib.suppress(OSError):
+            await live.task.resize(width, height)
+        self.publish(c, "resize", {"height": str(height), "width": str(width)})
+
+    # -- remove --------------------------------------------------------------------
+
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False, link: bool = False) -> None:
+        c = self.get(ref)
+        if link:
+            raise errdefs.InvalidParameter("Conflict, cannot remove the default link name of the container")
+        if c.state.status == "removing":
+            raise errdefs.Conflict(f"removal of container {c.short_id} is already in progress")
+        if c.state.alive:
+            if not force:
+                state = "paused" if c.state.paused else ("restarting" if c.state.restarting else "running")
+                procedure = "stop the container before removing or force remove"
+                if c.state.paused:
+                    procedure = "unpause and then " + procedure
+                raise errdefs.Conflict(
+                    f'cannot remove container "{c.name}": container is {state}: {procedure}'
+                )
+            live = self.live.get(c.id)
+            self._mark_kill(c, live, int(_signal.SIGKILL))
+            if live is None:
+                self._cancel_restart(c)
+            else:
+                with contextlib.suppress(errdefs.EngineError):
+                    await live.task.kill(int(_signal.SIGKILL), all=True)
+                if c.state.paused:
+                    with contextlib.suppress(errdefs.EngineError):
+                        await live.task.resume()
+                await live.exited.wait()
+        async with self.lock(c.id):
+            if not self.store_has(c.id):
+                return  # removed meanwhile (e.g. by AutoRemove)
+            if c.state.alive:
+                raise errdefs.Conflict(f"cannot remove container \"{c.name}\": container is running: "
+                                       "stop the container before removing or force remove")  # fmt: skip
+            c.state.status = "removing"
+            with contextlib.suppress(OSError):
+                self.save(c)
+            try:
+                await asyncio.to_thread(self.layers.remove_rw, c.snapshot_key)
+            except errdefs.NotFound:
+                pass
+            except errdefs.EngineError as err:
+                c.state.status = "dead"
+                c.state.dead = True
+                self.save(c)
+                raise errdefs.Internal(f"unable to remove filesystem for {c.id}: {err.message}") from err
+            await asyncio.to_thread(self.store.delete, c)
+        self._locks.pop(c.id, None)
+        self._console.pop(c.id, None)
+        self._backoff.pop(c.id, None)
+        for pending in self._pending_attach.pop(c.id, []):
+            if not pending.future.done():
+                pending.future.cancel()
+        self.publish(c, "destroy")
+        self._wake(c.id, "removed", WaitResult(c.state.exit_code))
+
+    # -- shutdown ------------------------------------------------------------------
+
+    def begin_shutdown(self) -> None:
+        """Start stopping every container (dockerd without live-restore) while connections drain.
+
+        Waiting clients (``docker run``'s /wait) then get the real exit codes.
+        """
+        if self._stopping_all is None:
+            self.shutting_down = True
+            self._stopping_all = asyncio.ensure_future(self._stop_all())
+
+    async def _stop_all(self) -> None:
+        for timer in list(self._restart_timers.values()):
+            timer.cancel()
+        running = [(c, self.live.get(c.id)) for c in self.store if c.id in self.live]
+        await asyncio.gather(
+            *(self._stop_live(c, live, None, None) for c, live in running if live is not None),
+            return_exceptions=True,
+        )
+
+    async def shutdown(self) -> None:
+        self.begin_shutdown()
+        assert self._stopping_all is not None
+        await asyncio.gather(self._stopping_all, return_exceptions=True)
+        monitors = [live.monitor for live in self.live.values() if live.monitor is not None]
+        await asyncio.gather(*monitors, return_exceptions=True)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.runtime.close()
+
+
+def restart_policy_says(c: Container, exit_code: int, manually_stopped: bool) -> bool:
+    """dockerd's RestartManager.ShouldRestart decision (without the cancel and backoff parts)."""
+    policy = c.host_config.get("RestartPolicy") or {}
+    name = policy.get("Name") or "no"
+    if name == "always":
+        return True
+    if name == "unless-stopped":
+        return not manually_stopped
+    if name == "on-failure":
+        limit = int(policy.get("MaximumRetryCount") or 0)
+        return exit_code != 0 and (limit == 0 or c.restart_count < limit)
+    return False
+
+
+def _exec_duration(started_at: str) -> str:
+    t = parse_time(started_at)
+    return str(int((datetime.now(UTC) - t).total_seconds())) if t else "0"
+
+
+def _console(size: Any) -> ConsoleSize | None:
+    if isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size):
+        return ConsoleSize(height=size[0], width=size[1])
+    return None
+
+
+def _initial_network_settings(host_config: dict[str, Any]) -> dict[str, Any]:
+    mode = str(host_config.get("NetworkMode") or "bridge")
+    name = mode if not mode.startswith("container:") else None
+    networks: dict[str, Any] = {}
+    if name:
+        networks[name] = {
+            "IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "", "DriverOpts": None,
+            "GwPriority": 0, "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "",
+            "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "DNSNames": None,
+        }  # fmt: skip
+    return {"Ports": {}, "Networks": networks, "SandboxID": "", "SandboxKey": ""}
+
+
+async def _remove_bundle(bundle: Path) -> None:
+    def rm() -> None:
+        # Never rmtree through a rootfs that is still mounted: it would delete the image's files.
+        if not mounts.is_mounted(bundle / "rootfs"):
+            shutil.rmtree(bundle, ignore_errors=True)
+
+    await asyncio.to_thread(rm)

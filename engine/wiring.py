@@ -1,0 +1,105 @@
+"""Composition root: the only module that names concrete stores and drivers.
+
+``build(config)`` creates the data-root and exec-root directories and every service, each
+receiving only the collaborators it needs; ``Services`` is a plain frozen record with no
+behaviour (no god object). ``begin_shutdown`` is called first thing when the server starts
+shutting down, so long streams end before uvicorn waits for connections; ``shutdown`` releases
+the rest once the server has stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from engine.config import DaemonConfig
+from engine.events import EventBus
+from engine.system import SystemService
+
+if TYPE_CHECKING:
+    from engine.containers.exec import ExecService
+    from engine.containers.service import ContainerService
+    from engine.images.service import ImageService
+
+
+@dataclass(frozen=True)
+class Services:
+    config: DaemonConfig
+    events: EventBus
+    system: SystemService
+    images: ImageService
+    # Defaulted only so that API tests with fake services need not build one.
+    containers: ContainerService = cast("ContainerService", None)
+    execs: ExecService = cast("ExecService", None)  # noqa: RUF009
+
+
+def prepare_roots(config: DaemonConfig) -> None:
+    # The data root is traversable but not listable by others (dockerd's 0711/0710); the exec
+    # root holds runtime state and sockets and stays private.
+    config.data_root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    config.exec_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def build(config: DaemonConfig) -> Services:
+    # Imported here: the stores are written by other areas and only the daemon needs them all.
+    import shutil
+
+    from engine.containers.exec import ExecService
+    from engine.containers.service import ContainerService
+    from engine.containers.store import ContainerStore
+    from engine.images.service import ImageService
+    from runtime.runc import OciRuntime
+    from storage.content import ContentStore
+    from storage.images import ImageStore
+    from storage.layers import LayerStore
+    from storage.snapshots import OverlaySnapshotter
+
+    prepare_roots(config)
+    events = EventBus()
+    content = ContentStore(config.data_root / "content")
+    snapshotter = OverlaySnapshotter(config.data_root / "overlay")
+    layers = LayerStore(content, snapshotter)
+    image_store = ImageStore(config.data_root / "image", content)
+    images = ImageService(image_store, layers, content, events)
+    system = SystemService(config, images=images, events=events)
+    containers = ContainerService(
+        store=ContainerStore(config.data_root / "containers"),
+        images=images,
+        layers=layers,
+        runtime=OciRuntime(root=config.exec_root / "runc"),
+        events=events,
+        exec_root=config.exec_root,
+        init_path=shutil.which("tini-static"),
+        dns=list(config.dns),
+    )
+    system.container_counts = containers.counts
+    images.set_usage_checker(containers.image_usage)
+    execs = ExecService(containers, events)
+    return Services(
+        config=config, events=events, system=system, images=images, containers=containers, execs=execs
+    )
+
+
+async def start(services: Services) -> None:
+    """Work that needs the running loop before the API serves: container state reconciliation."""
+    from engine.containers.restore import restore
+
+    await restore(services.containers)
+
+
+def begin_shutdown(services: Services) -> None:
+    """Ends ``/events`` streams and wakes every ``events.wait_closed()`` waiter (logs -f, wait).
+
+    Containers start stopping now, while uvicorn drains connections, so that pending ``/wait``
+    calls answer with the real exit codes as they do under dockerd.
+    """
+    if services.containers is not None:
+        services.containers.begin_shutdown()
+    services.events.close()
+
+
+async def shutdown(services: Services) -> None:
+    # Containers first: their stop publishes die/stop events while the bus still exists.
+    if services.containers is not None:
+        await services.containers.shutdown()
+    begin_shutdown(services)

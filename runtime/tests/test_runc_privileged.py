@@ -1,0 +1,434 @@
+"""Real runc runs of busybox: stdio, TTY, signals, exec, freezer, OOM, reaping, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from engine import errdefs
+from runtime import cgroups
+from runtime.runc import OciRuntime, RuncTask
+from runtime.stdio import FdOutput
+from runtime.tests.conftest import RuncEnv
+from runtime.types import ConsoleSize, IOSpec, StartError
+
+pytestmark = [pytest.mark.privileged, pytest.mark.timeout(60)]
+
+T = TypeVar("T")
+
+
+def run(env: RuncEnv, scenario: Callable[[OciRuntime], Awaitable[T]]) -> T:
+    async def main() -> T:
+        rt = OciRuntime(root=env.root)
+        try:
+            return await asyncio.wait_for(scenario(rt), 45)
+        finally:
+            await rt.close()
+
+    fds_before = set(os.listdir("/proc/self/fd"))
+    result = asyncio.run(main())
+    leaked = set(os.listdir("/proc/self/fd")) - fds_before
+    assert not leaked, {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in leaked if fd.isdigit()}
+    return result
+
+
+async def drain(stream: Any) -> bytes:
+    return b"".join([chunk async for chunk in stream])
+
+
+async def run_to_end(task: RuncTask) -> tuple[bytes, bytes, int, Any]:
+    out = asyncio.ensure_future(drain(task.stdio.stdout))
+    err = asyncio.ensure_future(drain(task.stdio.stderr))
+    await task.start()
+    status = await task.wait()
+    return await out, await err, status.code, status
+
+
+def zombie_children() -> list[int]:
+    me, found = os.getpid(), []
+    for tid in os.listdir(f"/proc/{me}/task"):
+        try:  # threads (asyncio's child watchers) come and go
+            with open(f"/proc/{me}/task/{tid}/children") as f:
+                children = f.read().split()
+        except FileNotFoundError:
+            continue
+        for pid in children:
+            try:
+                with open(f"/proc/{pid}/stat") as s:
+                    if s.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        found.append(int(pid))
+            except FileNotFoundError:
+                continue
+    return found
+
+
+def test_echo_with_pipes_and_exit_code(runc_env: RuncEnv) -> None:
+    cid, bundle = runc_env.bundle(["sh", "-c", "echo hi; echo oops >&2; exit 3"])
+
+    async def scenario(rt: OciRuntime) -> None:
+        task = await rt.create(cid, bundle.path, IOSpec())
+        assert (await rt.state(cid))["status"] == "created"
+        out, err, code, status = await run_to_end(task)
+        assert (out, err, code) == (b"hi\n", b"oops\n", 3)
+        assert status.signal is None and not status.oom_killed
+        await task.delete()
+        assert cid not in await rt.list_ids()
+        with pytest.raises(errdefs.NotFound):
+            await rt.state(cid)
+        layout = rt.cgroup_layout
+        assert not any(d.exists() for d in layout.all_dirs(runc_env.cgroup_path(cid)))
+
+    run(runc_env, scenario)
+    assert zombie_children() == []
+
+
+def test_output_is_pumped_before_anyone_reads(runc_env: RuncEnv) -> None:
+    # 600 KB is far beyond a pipe's 64 KiB: the process only exits if the daemon keeps reading.
+    cid, bundle = runc_env.bundle(["sh", "-c", "yes | head -c 600000"])
+
+    async def scenario(rt: OciRuntime) -> None:
+        task = await rt.create(cid, bundle.path, IOSpec())
+        await task.start()
+        status = await task.wait()
+        out = await drain(task.stdio.stdout)
+        assert status.code == 0 and len(out) == 600000
+        await task.delete()
+
+    run(runc_env, scenario)
+
+
+def test_stdin_pipe_round_trip(runc_env: RuncEnv) -> None:
+    cid, bundle = runc_env.bundle(["cat"])
+    payload = os.urandom(3 << 20)
+
+    async def scenario(rt: OciRuntime) -> None:
+        task = await rt.create(cid, bundle.path, IOSpec(stdin=True))
+        out = asyncio.ensure_future(drain(task.stdio.stdout))
+        await task.start()
+        await task.stdio.write_stdin(payload)
+        await task.stdio.close_stdin()
+        assert await out == payload
+        assert (await task.wait()).code == 0
+        await task.delete()
+
+    run(runc_env, scenario)
+
+
+async def read_until(stream: FdOutput, needle: bytes, seen: bytearray) -> None:
+    while needle not in seen:
+        chunk = await stream.read()
+        assert chunk, f"EOF before {needle!r}; got {bytes(seen)!r}"
+        seen += chunk
+
+
+def test_tty_console_socket_and_resize(runc_env: RuncEnv) -> None:
+    script = "stty size; read x; stty size; read y; echo done"
+    cid, bundle = runc_env.bundle(["sh", "-c", script], terminal=True)
+
+    async def scenario(rt: OciRuntime) -> None:
+        io = IOSpec(tty=True, stdin=True, console_size=ConsoleSize(height=24, width=80))
+        task = await rt.create(cid, bundle.path, io)
+        assert task.stdio.tty and await task.stdio.stderr.read() == b""
+        stdout = task.stdio.stdout
+        assert isinstance(stdout, FdOutput)
+        await task.start()
+        seen = bytearray()
+        await read_until(stdout, b"24 80", seen)
+        await task.resize(100, 30)
+        await task.stdio.write_stdin(b"\n")
+        await read_until(stdout, b"30 100", seen)
+        await task.stdio.write_stdin(b"\n")
+        await read_until(stdout, b"done", seen)
+        assert (await task.wait()).code == 0
+        assert await drain(stdout) is not None  # ends (EIO on the master counts as EOF)
+        await task.delete()
+
+    run(runc_env, scenario)
+
+
+def test_tty_close_stdin_sends_eof(runc_env: RuncEnv) -> None:
+    cid, bundle = runc_env.bundle(["cat"], terminal=True)
+
+    async def scenario(rt: OciRuntime) -> None:
+        task = await rt.create(cid, bundle.path, IOSpec(tty=True, stdin=True))
+        out = asyncio.ensure_future(drain(task.stdio.stdout))
+        await task.start()
+        await task.stdio.write_stdin(b"ping\n")
+        await task.stdio.close_stdin()
+        status = await task.wait()
+        assert status.code == 0
+        assert b"ping" in await out
+        await task.delete()
+
+    run(runc_env, scenario)
+
+
+def test_sigterm_kills_with_signal_status(runc_env: RuncEnv) -> None:
+    # In its own PID namespace a handler-less init ignores SIGTERM, so share the host's;
+    # this also exercises the kill-the-rest-on-exit path for such containers.
+    cid, bundle = runc_env.bundle(["sh", "-c", "sleep 100 & exec sleep 100"], pid_namespace=False)
+
+    async def scenario(rt: OciRuntime) -> None:
+        task = await rt.create(cid, bundle.path, IOSpec())
+        await task.start()
+        procs = rt.cgroup_layout.dir("pids", runc_env.cgroup_path(cid))
+        assert procs is not None
+        for _ in range(100):
+            if len((procs / "cgroup.procs").read_text().split()) == 2:
+                break
+            await asyncio.sleep(0.02)
+        await task.kill("TERM")
+        status = await task.wait()
+        assert (status.code, status.signal, status.oom_killed) == (143, signal.SIGTERM, False)
+        # The background sleep was killed with the init, as containerd's shim does.
+        for _ in range(100):
+            if not (procs / "cgroup.procs").read_text().split():
+                break
+            await asyncio.sleep(0.02)
+        assert (procs / "cgroup.procs").read_text().split() == []
+        assert task.exit_status == status
+        with pytest.raises(errdefs.Conflict):
+            await task.kill(signal.SIGKILL)
+        await task.delete()
+
+    run(runc_env, scenario)
+
+
+def test_sigkill_in_pid_namespace_and_force_delete(runc_env: RuncEnv) -> None:
+    cid, bundle = runc_env.bundle(["sleep", "100"])
+
+    async def scenario(rt: OciRuntime) -> None:
+        task = await rt.create(cid, bundle.path, IOSpec())
+        await task.start()
+        with pytest.raises(errdefs.Conflict):
+            await task.delete()  # running
+        await task.delete(force=True)
+        status = await task.wait()
+        assert (status.code, status.signal) == (137, 9)
+        assert cid not in await rt.list_ids()
+
+    run(runc_env, scenario)
+    assert zombie_children() == []
+
+
+def test_exec_with_exit_code_and_tty(runc_env: RuncEnv) -> None:
+    cid, bundle = runc_env.bundle(["sleep", "100"])
+
+    async def scenario(rt: OciRuntime) -> None:
+        task = await rt.create(cid, bundle.path, IOSpec())
+        await task.start()
+        proc = await task.exec(
+            "e1", {"args": ["sh", "-c", "echo in-exec; exit 5"], "cwd": "/", "env": ["PATH=/bin"]}, IOSpec()
+        )
+        assert proc.id == "e1" and proc.pid > 0
+        assert await drain(proc.stdio.stdout) == b"in-exec\n"
+        status = await proc.wait()
+        assert (status.code, status.signal) == (5, None)
+
+        io = IOSpec(tty=True, console_size=ConsoleSize(height=40, width=120))
+        tproc = await task.exec("e2", {"args": ["stty", "size"], "cwd": "/", "env": ["PATH=/bin"]}, io)
+        assert b"40 120" in await drain(tproc.stdio.stdout)
+        assert (await tproc.wait()).code == 0
+        assert not list(bundle.path.glob("exec-*"))
+
+        with pytest.raises(StartError) as caught:
+            await task.exec("e3", {"args": ["nope"], "cwd": "/", "env": ["PATH=/bin"]}, IOSpec())
+        assert caught.value.exit_code == 127
+        assert caught.value.message == (
+            'OCI runtime exec failed: exec failed: unable to start container process: exec: "nope": '
+            "executable file not found in $PATH: unknown"
+        )
+        await task.delete(force=True)
+
+    run(runc_env, scenario)
+    assert zombie_children() == []
+
+
+def test_pause_and_resume_use_the_freezer(runc_env: RuncEnv) -> None:
+    cid, bundle = runc_env.bundle(["sleep", "100"])
+
+    async def scenario(rt: OciRuntime) -> None:
+        task = await rt.create(cid, bundle.path, IOSpec())
+        await task.start()
+        path = runc_env.cgroup_path(cid)
+        await task.pause()
+        assert cgroups.freezer_state(rt.cgroup_layout, path) == "FROZEN"
+        assert (await rt.state(cid))["status"] == "paused"
+        with pytest.raises(errdefs.Conflict):
+            await task.pause()
+        await task.resume()
+        assert cgroups.freezer_state(rt.cgroup_layout, path) == "THAWED"
+        assert (await rt.state(cid))["status"] == "running"
+        stats = await task.stats()
+        assert stats["pids_stats"]["current"] >= 1
+        assert stats["memory_stats"]["usage"] > 0
+        assert stats["cpu_stats"]["cpu_usage"]["total_usage"] > 0
+        await task.update({"pids": {"limit": 50}})
+        assert (await task.stats())["pids_stats"]["limit"] == 50
+        await task.delete(force=True)
+
+    run(runc_env, scenario)
+
+
+def test_memory_limit_oom_kill(runc_env: RuncEnv) -> None:
+    # dd's 100 MiB block buffer is touched by read(): the init itself outgrows 32 MiB.
+    cid, bundle = runc_env.bundle(
+        ["dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=1"], memory_limit=32 << 20
+    )
+
+    async def scenario(rt: OciRuntime) -> None:
+        task = await rt.create(cid, bundle.path, IOSpec())
+        _, _, code, status = await run_to_end(task)
+        assert (code, status.signal, status.oom_killed) == (137, 9, True)
+        await task.delete()
+
+    run(runc_env, scenario)
+
+
+def test_orphans_of_a_host_pid_container_are_reaped(runc_env: RuncEnv) -> None:
+    # Without a PID namespace, the background sleep is re-parented to us (the subreaper).
+    cid, bundle = runc_env.bundle(["sh", "-c", "sleep 0.3 & exit 0"], pid_namespace=False)
+
+    async def scenario(rt: OciRuntime) -> None:
+        task = await rt.create(cid, bundle.path, IOSpec())
+        out = asyncio.ensure_future(drain(task.stdio.stdout))
+        await task.start()
+        assert (await task.wait()).code == 0
+        await out
+        await asyncio.sleep(0.5)
+        rt.reaper.sweep()
+        rt.reaper.sweep()
+        assert zombie_children() == []
+        await task.delete()
+
+    run(runc_env, scenario)
+
+
+def test_missing_executable(runc_env: RuncEnv) -> None:
+    cid, bundle = runc_env.bundle(["nope"])
+
+    async def scenario(rt: OciRuntime) -> None:
+        with pytest.raises(StartError) as caught:
+            await rt.create(cid, bundle.path, IOSpec())
+        assert caught.value.exit_code == 127
+        assert caught.value.message == (
+            "failed to create shim task: OCI runtime create failed: runc create failed: unable to start "
+            'container process: exec: "nope": executable file not found in $PATH: unknown'
+        )
+        assert cid not in await rt.list_ids()
+
+    run(runc_env, scenario)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"), [(["/notexec"], "permission denied"), (["/tmp"], "permission denied")]
+)
+def test_not_executable(runc_env: RuncEnv, args: list[str], needle: str) -> None:
+    cid, bundle = runc_env.bundle(args)
+
+    async def scenario(rt: OciRuntime) -> None:
+        with pytest.raises(StartError) as caught:
+            await rt.create(cid, bundle.path, IOSpec())
+        assert caught.value.exit_code == 126 and needle in caught.value.message
+
+    run(runc_env, scenario)
+
+
+def test_cleanup_orphan_removes_leftover_state(runc_env: RuncEnv) -> None:
+    cid, bundle = runc_env.bundle(["sleep", "100"])
+
+    async def scenario(rt: OciRuntime) -> None:
+        task = await rt.create(cid, bundle.path, IOSpec())
+        await task.start()
+        assert cid in await rt.list_ids()
+        await rt.cleanup_orphan(cid)
+        await rt.cleanup_orphan(cid)  # idempotent
+        assert cid not in await rt.list_ids()
+        assert (await task.wait()).code == 137
+        task.stdio.close()
+
+    run(runc_env, scenario)
+
+
+def test_bundle_refuses_removal_while_mounted(runc_env: RuncEnv, tmp_path: Path) -> None:
+    import subprocess
+
+    _, bundle = runc_env.bundle(["true"])
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(bundle.rootfs)], check=True)
+    try:
+        with pytest.raises(errdefs.Conflict):
+            bundle.remove()
+    finally:
+        subprocess.run(["umount", str(bundle.rootfs)], check=True)
+    bundle.remove()
+    assert not bundle.path.exists()
+
+
+def test_duplicate_id_is_refused_without_harming_the_first(runc_env: RuncEnv) -> None:
+    cid, bundle = runc_env.bundle(["sleep", "100"])
+
+    async def scenario(rt: OciRuntime) -> None:
+        task = await rt.create(cid, bundle.path, IOSpec())
+        with pytest.raises(errdefs.Conflict):
+            await rt.create(cid, bundle.path, IOSpec())
+        assert (await rt.state(cid))["status"] == "created"
+        await task.delete(force=True)
+
+    run(runc_env, scenario)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.005, 0.02, 0.05])
+def test_cancelled_create_leaves_nothing_behind(runc_env: RuncEnv, delay: float) -> None:
+    cid, bundle = runc_env.bundle(["sleep", "100"])
+
+    async def scenario(rt: OciRuntime) -> None:
+        creating = asyncio.ensure_future(rt.create(cid, bundle.path, IOSpec()))
+        await asyncio.sleep(delay)
+        creating.cancel()
+        try:
+            task = await creating
+        except asyncio.CancelledError:
+            assert cid not in await rt.list_ids()
+        else:  # finished before the cancel landed
+            await task.delete(force=True)
+        assert cid not in await rt.list_ids()
+
+    run(runc_env, scenario)
+    assert zombie_children() == []
+
+
+def test_cancelled_exec_leaves_no_process(runc_env: RuncEnv) -> None:
+    cid, bundle = runc_env.bundle(["sleep", "100"])
+
+    async def scenario(rt: OciRuntime) -> None:
+        task = await rt.create(cid, bundle.path, IOSpec())
+        await task.start()
+        procs = rt.cgroup_layout.dir("pids", runc_env.cgroup_path(cid))
+        assert procs is not None
+        for n, delay in enumerate([0.0, 0.005, 0.02, 0.05]):
+            spec = {"args": ["sleep", "50"], "cwd": "/", "env": ["PATH=/bin"]}
+            execing = asyncio.ensure_future(task.exec(f"e{n}", spec, IOSpec()))
+            await asyncio.sleep(delay)
+            execing.cancel()
+            try:
+                proc = await execing
+            except asyncio.CancelledError:
+                pass
+            else:
+                await proc.kill("KILL")
+                await proc.wait()
+        for _ in range(100):
+            if len((procs / "cgroup.procs").read_text().split()) == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert (procs / "cgroup.procs").read_text().split() == [str(task.pid)]
+        await task.delete(force=True)
+
+    run(runc_env, scenario)
+    assert zombie_children() == []
