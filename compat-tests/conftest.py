@@ -57,6 +57,10 @@ def load_tool(name: str) -> ModuleType:
 
 mkimage = load_tool("mkimage")
 
+# `make test` runs this directory with --import-mode=importlib (cli/ and dockerpy/ hold files of the
+# same name), which does not put conftest on sys.path; test modules may still `from conftest import ...`.
+sys.modules.setdefault("conftest", sys.modules[__name__])
+
 
 @dataclass(frozen=True)
 class Daemon:

@@ -51,7 +51,7 @@ class Internal(EngineError):
     pass
 
 
-class NotImplemented_(EngineError):  # noqa: N801 - trailing underscore avoids the builtin
+class NotImplemented_(EngineError):
     pass
 
 

@@ -29,7 +29,7 @@ class Services:
     system: SystemService
     images: ImageService
     # Defaulted only so that API tests with fake services need not build one.
-    containers: ContainerService = cast("ContainerService", None)
+    containers: ContainerService = cast("ContainerService", None)  # noqa: RUF009
     execs: ExecService = cast("ExecService", None)  # noqa: RUF009
 
 

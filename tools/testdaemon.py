@@ -130,7 +130,8 @@ class SkiffDaemon:
             str(self.config_file),
         ]
         self.config_file.write_text("{}\n")
-        env = {**os.environ, **OFFLINE_ENV}
+        # Unbuffered, so the log tail shown with a failing test is current.
+        env = {**os.environ, **OFFLINE_ENV, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 argv,

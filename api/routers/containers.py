@@ -9,6 +9,7 @@ with ``api.stdcopy`` unless the container has a TTY.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -151,12 +152,19 @@ async def wait(name: str, request: Request, services: Services = Depends(get_ser
     future = services.containers.wait(name, request.query_params.get("condition") or None)
 
     async def body() -> AsyncIterator[bytes]:
+        # At daemon shutdown containers are stopped first, so most waits get their exit code;
+        # one that can never be answered ends without a body, as dockerd drops it.
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(services.containers.all_stopped.wait())
+        waited: asyncio.Future[Any] = future
         try:
-            result = await future
-            error = {"Message": result.error} if result.error else None
-            yield (json.dumps({"Error": error, "StatusCode": result.status_code}) + "\n").encode()
+            await asyncio.wait([waited, stopped], return_when=asyncio.FIRST_COMPLETED)
+            if future.done() and not future.cancelled():
+                result = future.result()
+                error = {"Message": result.error} if result.error else None
+                yield (json.dumps({"Error": error, "StatusCode": result.status_code}) + "\n").encode()
         finally:
             future.cancel()
+            stopped.cancel()
 
     # Starlette sends the headers before the first iteration: the CLI starts the container
     # only once it has them (hijack.md pitfall 3).

@@ -73,7 +73,8 @@ async def create(request: Request, services: Services = Depends(get_services)) -
         src=q.get("fromSrc", ""),
         repo=q.get("repo", ""),
         tag=q.get("tag", ""),
-        message=q.get("message", ""),
+        # dockerd's router: an import without -m is commented with its source.
+        message=q.get("message") or "Imported from " + q.get("fromSrc", ""),
         changes=q.getlist("changes"),
         platform=q.get("platform", ""),
     )

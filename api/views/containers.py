@@ -148,8 +148,13 @@ def network_settings(c: Container) -> dict[str, Any]:
     return base
 
 
-def inspect(c: Container, *, graph_driver: dict[str, Any], exec_ids: list[str] | None = None,
-            size: tuple[int, int] | None = None) -> dict[str, Any]:
+def inspect(
+    c: Container,
+    *,
+    graph_driver: dict[str, Any],
+    exec_ids: list[str] | None = None,
+    size: tuple[int, int] | None = None,
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         "Id": c.id,
         "Created": c.created,

@@ -123,7 +123,7 @@ class AttachSession:
         return self._output()
 
     async def _output(self) -> AsyncGenerator[Chunk, None]:
-        if self.opts.logs and (self.opts.stdout or self.opts.stderr):
+        if self.opts.logs and self.container.log_path and (self.opts.stdout or self.opts.stderr):
             async with contextlib.aclosing(
                 read_logs(Path(self.container.log_path), stdout=self.opts.stdout, stderr=self.opts.stderr)
             ) as replay:
@@ -199,6 +199,8 @@ def open_logs(
 
 
 async def _read(service: ContainerService, c: Container, opts: LogsOptions) -> AsyncIterator[Chunk]:
+    if not c.log_path:  # never started: no log yet
+        return
     stop = asyncio.Event()
 
     async def stop_at_shutdown() -> None:

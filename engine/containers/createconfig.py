@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine import errdefs
+from engine.containers.security import READONLY_PATHS, default_masked_paths
 from engine.containers.spec import replace_or_append_env
 
 RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
@@ -74,13 +75,15 @@ def merge_image_config(config: dict[str, Any], image: dict[str, Any]) -> dict[st
         combined = dict(image.get(key) or {})
         combined.update(config.get(key) or {})
         out[key] = combined or None
+    if not out["ExposedPorts"]:
+        del out["ExposedPorts"]  # omitempty in Go's container.Config; Volumes is not
     labels = dict(image.get("Labels") or {})
     labels.update(config.get("Labels") or {})
     out["Labels"] = labels
     return out
 
 
-def fill_defaults(config: dict[str, Any], host_config: dict[str, Any]) -> None:
+def fill_defaults(config: dict[str, Any], host_config: dict[str, Any], *, cgroup_v2: bool = False) -> None:
     """The keys dockerd always has in inspect output even when the client omitted them."""
     config.setdefault("Hostname", "")
     config.setdefault("Domainname", "")
@@ -108,3 +111,15 @@ def fill_defaults(config: dict[str, Any], host_config: dict[str, Any]) -> None:
     host_config.setdefault("Runtime", "runc")
     if not host_config.get("Runtime"):
         host_config["Runtime"] = "runc"
+    # dockerd records its daemon-wide defaults at create, so inspect shows them.
+    if not host_config.get("IpcMode"):
+        host_config["IpcMode"] = "private"
+    if not host_config.get("CgroupnsMode"):
+        host_config["CgroupnsMode"] = "private" if cgroup_v2 else "host"
+    if host_config.get("MemorySwappiness") == -1:
+        host_config["MemorySwappiness"] = None  # -1 is the CLI's "unset"
+    if not host_config["Privileged"]:
+        if host_config.get("MaskedPaths") is None:
+            host_config["MaskedPaths"] = list(default_masked_paths())
+        if host_config.get("ReadonlyPaths") is None:
+            host_config["ReadonlyPaths"] = list(READONLY_PATHS)

@@ -221,7 +221,6 @@ class ExecService:
         self._containers = containers
         self._events = events
         self._records: dict[str, ExecRecord] = {}
-        self._runs: dict[str, _ExecRun] = {}
         self._last_gc = time.monotonic()
 
     # -- create --------------------------------------------------------------------
@@ -339,7 +338,6 @@ class ExecService:
         record.pid = process.pid
         run = _ExecRun(record, process, writer)
         run.start_pumps()
-        self._runs[record.id] = run
         if pending is not None:
             await _resize(process, *pending)
         self._containers.spawn(self._monitor(run, c))
@@ -364,7 +362,6 @@ class ExecService:
                 run.process.stdio.close()
             if record.exit_code is None:  # cancelled at daemon shutdown before the exit
                 record.running = False
-            self._runs.pop(record.id, None)
             run.done.set()
 
     # -- resize / inspect ----------------------------------------------------------

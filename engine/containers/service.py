@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 import signal as _signal
@@ -113,7 +114,11 @@ class ContainerService:
         self._backoff: dict[str, float] = {}
         self._restart_timers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._monitors: set[asyncio.Task[Any]] = set()
         self._stopping_all: asyncio.Task[None] | None = None
+        # Set at daemon shutdown once every container has stopped and its exit is recorded:
+        # waits that can no longer be answered (a container never started) end then.
+        self.all_stopped = asyncio.Event()
 
     # -- helpers -------------------------------------------------------------------
 
@@ -183,7 +188,7 @@ class ContainerService:
             raise errdefs.InvalidParameter("No image was specified")
         image = await self.images.resolve(image_ref)
         merged = createconfig.merge_image_config(config, self.images.image_config(image))
-        createconfig.fill_defaults(merged, host_config)
+        createconfig.fill_defaults(merged, host_config, cgroup_v2=_cgroup_v2())
         argv = parse_process_args(merged)
         cid = ids.new_id()
         c = Container(
@@ -199,20 +204,13 @@ class ContainerService:
             snapshot_key=cid,
             runtime=str(host_config.get("Runtime") or "runc"),
         )
-        cdir = self.store.dir(cid)
+        if not merged.get("Hostname"):
+            merged["Hostname"] = files.container_hostname(cid, merged, host_config)
+        c.network_settings = _initial_network_settings(host_config)
         async with AsyncExitStack() as undo:
             await asyncio.to_thread(self.layers.prepare_rw, cid, self.images.top_chain_id(image))
             undo.push_async_callback(asyncio.to_thread, self.layers.remove_rw, cid)
-            undo.push_async_callback(asyncio.to_thread, shutil.rmtree, cdir, True)
-            hostname = files.container_hostname(cid, merged, host_config)
-            if not merged.get("Hostname"):
-                merged["Hostname"] = hostname
-            hp, hosts, resolv = await asyncio.to_thread(
-                files.write_container_files, cdir, hostname, host_config, self.dns
-            )
-            c.hostname_path, c.hosts_path, c.resolv_conf_path = str(hp), str(hosts), str(resolv)
-            c.log_path = str(cdir / f"{cid}-json.log")
-            c.network_settings = _initial_network_settings(host_config)
+            undo.push_async_callback(asyncio.to_thread, shutil.rmtree, self.store.dir(cid), True)
             self.store.reserve(c)
             undo.pop_all()
         self.publish(c, "create")
@@ -266,6 +264,7 @@ class ContainerService:
             try:
                 await asyncio.to_thread(rootfs.mkdir, parents=True, exist_ok=True)
                 undo.push_async_callback(_remove_bundle, bundle)
+                await self._write_container_files(c)
                 layer_mounts = await asyncio.to_thread(self.layers.snapshotter.mounts, c.snapshot_key)
                 await asyncio.to_thread(mounts.mount_all, layer_mounts, rootfs)
                 undo.push_async_callback(asyncio.to_thread, mounts.unmount, rootfs)
@@ -312,11 +311,30 @@ class ContainerService:
             except errdefs.EngineError as err:
                 self._record_start_failure(c, err.message, 128)
                 raise
+            except OSError as err:  # the host refused something (disk full, fd limit, ...)
+                self._record_start_failure(c, str(err), 128)
+                raise errdefs.Internal(str(err)) from err
             c.state.set_running(task.pid)
             self.save(c)
             undo.pop_all()
         live.monitor = self.spawn(self._monitor(c, live, bundle))
+        self._monitors.add(live.monitor)
+        live.monitor.add_done_callback(self._monitors.discard)
         self.publish(c, "start")
+
+    async def _write_container_files(self, c: Container) -> None:
+        """/etc/hostname, /etc/hosts, /etc/resolv.conf and the log path, (re)made at every start.
+
+        dockerd too creates them when the container starts (its inspect shows empty paths
+        before that) and rewrites hosts/resolv.conf each time from the current settings.
+        """
+        cdir = self.store.dir(c.id)
+        hostname = str(c.config.get("Hostname") or c.short_id)
+        hp, hosts, resolv = await asyncio.to_thread(
+            files.write_container_files, cdir, hostname, c.host_config, self.dns
+        )
+        c.hostname_path, c.hosts_path, c.resolv_conf_path = str(hp), str(hosts), str(resolv)
+        c.log_path = str(cdir / f"{c.id}-json.log")
 
     def _record_start_failure(self, c: Container, message: str, exit_code: int) -> None:
         # dockerd keeps the status (created / exited) and records Error and an exit code.
@@ -653,17 +671,21 @@ class ContainerService:
         for timer in list(self._restart_timers.values()):
             timer.cancel()
         running = [(c, self.live.get(c.id)) for c in self.store if c.id in self.live]
-        await asyncio.gather(
-            *(self._stop_live(c, live, None, None) for c, live in running if live is not None),
-            return_exceptions=True,
-        )
+        try:
+            await asyncio.gather(
+                *(self._stop_live(c, live, None, None) for c, live in running if live is not None),
+                return_exceptions=True,
+            )
+            # Exits still being recorded (and --rm removals) finish before anything is cancelled.
+            await asyncio.gather(*list(self._monitors), return_exceptions=True)
+        finally:
+            self.all_stopped.set()
 
     async def shutdown(self) -> None:
         self.begin_shutdown()
         assert self._stopping_all is not None
         await asyncio.gather(self._stopping_all, return_exceptions=True)
-        monitors = [live.monitor for live in self.live.values() if live.monitor is not None]
-        await asyncio.gather(*monitors, return_exceptions=True)
+        await asyncio.gather(*list(self._monitors), return_exceptions=True)
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -682,6 +704,11 @@ def restart_policy_says(c: Container, exit_code: int, manually_stopped: bool) ->
         limit = int(policy.get("MaximumRetryCount") or 0)
         return exit_code != 0 and (limit == 0 or c.restart_count < limit)
     return False
+
+
+@functools.cache
+def _cgroup_v2() -> bool:
+    return Path("/sys/fs/cgroup/cgroup.controllers").exists()
 
 
 def _exec_duration(started_at: str) -> str:

@@ -181,8 +181,16 @@ def test_create_merges_image_defaults_and_fills_dockerd_fields(tmp: Path) -> Non
         assert c.state.status == "created" and not c.state.has_been_started
         assert c.id in h.layers.rw
         assert on_disk(h, c.id)["state"]["status"] == "created"
-        assert (h.tmp / "containers" / c.id / "hostname").read_text() == c.id[:12] + "\n"
+        assert c.host_config["IpcMode"] == "private" and c.host_config["CgroupnsMode"] in ("host", "private")
+        assert "/proc/kcore" in c.host_config["MaskedPaths"] and "/proc/sys" in c.host_config["ReadonlyPaths"]
+        assert "ExposedPorts" not in c.config and c.config["Volumes"] is None
+        # like dockerd, the per-container files and the log exist from the first start on
+        assert (c.hostname_path, c.hosts_path, c.resolv_conf_path, c.log_path) == ("", "", "", "")
         assert h.events(c.id) == ["create"]
+        await h.service.start(c.id)
+        assert Path(c.hostname_path).read_text() == c.id[:12] + "\n"
+        assert Path(c.log_path).name == f"{c.id}-json.log"
+        await h.service.wait(c.id, "not-running")  # the image's `sh` exits at once here
 
     with_harness(tmp, body)
 
@@ -206,9 +214,9 @@ def test_create_validation_errors(tmp: Path) -> None:
     async def body(h: Harness) -> None:
         with pytest.raises(errdefs.InvalidParameter, match=r"Invalid container name \(-x\)"):
             await h.create("-x")
-        with pytest.raises(errdefs.NotFound, match="^No such image: nope:latest$"):
+        with pytest.raises(errdefs.NotFound, match=r"^No such image: nope:latest$"):
             await h.create(None, Image="nope")
-        with pytest.raises(errdefs.InvalidParameter, match="^can't create 'AutoRemove' container with"):
+        with pytest.raises(errdefs.InvalidParameter, match=r"^can't create 'AutoRemove' container with"):
             await h.create(None, HostConfig={"AutoRemove": True, "RestartPolicy": {"Name": "always"}})
         assert h.layers.rw == set()
 
@@ -244,9 +252,9 @@ def test_wait_conditions(tmp: Path) -> None:
         assert created.done() and created.result().status_code == 0
         next_exit = h.service.wait(c.id, "next-exit")
         removed = h.service.wait(c.id, "removed")
-        with pytest.raises(errdefs.InvalidParameter, match='^invalid condition: "bogus"$'):
+        with pytest.raises(errdefs.InvalidParameter, match=r'^invalid condition: "bogus"$'):
             h.service.wait(c.id, "bogus")
-        with pytest.raises(errdefs.NotFound, match="^No such container: nope$"):
+        with pytest.raises(errdefs.NotFound, match=r"^No such container: nope$"):
             h.service.wait("nope", None)
         await h.service.start(c.id)
         running = h.service.wait(c.id, "not-running")
@@ -320,7 +328,7 @@ def test_stop_uses_the_stop_signal_and_records_128_plus_signo(tmp: Path) -> None
 def test_kill_texts_and_waiting(tmp: Path) -> None:
     async def body(h: Harness) -> None:
         c = await h.run(["sleep", "30"])
-        with pytest.raises(errdefs.InvalidParameter, match="^Invalid signal: NOPE$"):
+        with pytest.raises(errdefs.InvalidParameter, match=r"^Invalid signal: NOPE$"):
             await h.service.kill(c.id, "NOPE")
         await h.service.kill(c.id, "WINCH")  # ignored by default: still running
         assert c.state.running
@@ -485,7 +493,7 @@ def test_remove_running_needs_force(tmp: Path) -> None:
     with_harness(tmp, body)
 
 
-# --- attach --------------------------------------------------------------------------------------------------
+# --- attach ----------------------------------------------------------------------------------------------
 
 
 class Conn:
@@ -550,7 +558,7 @@ def test_attach_refusals(tmp: Path) -> None:
 
 def test_logs_validation_order(tmp: Path) -> None:
     async def body(h: Harness) -> None:
-        with pytest.raises(errdefs.InvalidParameter, match="^Bad parameters: you must choose at least one"):
+        with pytest.raises(errdefs.InvalidParameter, match=r"^Bad parameters: you must choose at least one"):
             open_logs(h.service, "nope", LogsOptions())
         c = await h.create(None, HostConfig={"LogConfig": {"Type": "none", "Config": {}}})
         with pytest.raises(errdefs.NotImplemented_):

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -239,7 +240,8 @@ def test_create_event_keeps_dockerds_trailing_space(tmp_path: Path) -> None:
 def test_create_errors_have_dockerd_texts(tmp_path: Path) -> None:
     async def body(h: Harness) -> None:
         c = await h.container(name="web")
-        for empty in ({}, {"Cmd": []}, {"Cmd": None}):
+        empties: list[dict[str, Any]] = [{}, {"Cmd": []}, {"Cmd": None}]
+        for empty in empties:
             with pytest.raises(errdefs.InvalidParameter, match=r"^No exec command specified$"):
                 await h.execs.create("nonexistent", empty)  # checked before the container
         with pytest.raises(errdefs.NotFound, match=r"^No such container: nope$"):
@@ -598,7 +600,8 @@ def test_garbage_collection_marks_then_removes_finished_execs(
         await (await h.session(done)).run(None, Collector())
         idle = await h.create(c, ["true"])
         clock = [time.monotonic()]
-        monkeypatch.setattr(exec_module.time, "monotonic", lambda: clock[0])
+        # Only the exec module's clock: the event loop keeps the real one.
+        monkeypatch.setattr("engine.containers.exec.time", SimpleNamespace(monotonic=lambda: clock[0]))
         clock[0] += exec_module.GC_INTERVAL + 1
         assert h.execs.inspect(done.id).can_remove is True  # first pass: unused
         assert h.execs.inspect(idle.id).can_remove is False  # still in the container's list
