@@ -392,8 +392,9 @@ def test_on_failure_restarts_with_backoff_until_the_limit(tmp: Path) -> None:
         t0 = loop.time()
         await h.service.start(c.id)
         assert (await first).status_code == 1  # a waiter fires on the first exit (SetRestarting)
+        # "die" is published after the final state is saved (as dockerd does), so wait for both.
         for _ in range(300):
-            if c.state.status == "exited":
+            if c.state.status == "exited" and h.events(c.id).count("die") == 3:
                 break
             await asyncio.sleep(0.01)
         # 100 ms then 200 ms of backoff between the three runs
