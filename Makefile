@@ -11,7 +11,7 @@ VENV := $(ROOT)/.venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 PACKAGES := api engine storage network runtime
-UNIT_TEST_DIRS = $(wildcard $(addsuffix /tests,$(PACKAGES)) tools/tests)
+UNIT_TEST_DIRS = $(wildcard $(addsuffix /tests,$(PACKAGES)) $(addsuffix /*/tests,$(PACKAGES)) tools/tests)
 TEST_IMAGE := $(ROOT)/.test-image/busybox.tar
 
 APT_PACKAGES := runc busybox-static tini iptables nftables skopeo docker-registry zstd tmux \
