@@ -15,7 +15,7 @@ UNIT_TEST_DIRS = $(wildcard $(addsuffix /tests,$(PACKAGES)) $(addsuffix /*/tests
 TEST_IMAGE := $(ROOT)/.test-image/busybox.tar
 
 APT_PACKAGES := runc busybox-static tini iptables nftables skopeo docker-registry zstd tmux \
-	util-linux iproute2 curl python3-venv
+	util-linux iproute2 curl python3-venv openssl
 COMPOSE_VERSION := 2.40.3
 CLI_PLUGINS := /usr/local/lib/docker/cli-plugins
 COMPOSE := $(CLI_PLUGINS)/docker-compose

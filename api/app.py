@@ -25,6 +25,10 @@ ROUTER_MODULES: tuple[str, ...] = (
     "exec",
     "containers",
     "containers_admin",
+    "volumes",
+    "commit",
+    "archive",
+    "auth",
 )
 
 

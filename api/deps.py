@@ -13,5 +13,7 @@ from starlette.requests import HTTPConnection
 from engine.wiring import Services
 
 
-def get_services(request: HTTPConnection) -> Services:
+async def get_services(request: HTTPConnection) -> Services:
+    # async on purpose: FastAPI runs a plain ``def`` dependency in its worker-thread pool, a
+    # thread hop (and a pool thread) per request for a single attribute read.
     return cast(Services, request.app.state.services)

@@ -32,6 +32,7 @@ JSON = "application/json"
 
 STATUS_BY_ERROR: tuple[tuple[type[errdefs.EngineError], int], ...] = (
     (errdefs.InvalidParameter, 400),
+    (errdefs.Unauthorized, 401),
     (errdefs.Forbidden, 403),
     (errdefs.NotFound, 404),
     (errdefs.Conflict, 409),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import fcntl
 import grp
@@ -31,7 +32,7 @@ import uvicorn
 
 from api.app import create_app
 from api.flags import ConfigError, load_config
-from api.hijack import DockerH11Protocol
+from api.ping import PingFastPathProtocol
 from engine import wiring
 from engine.config import DaemonConfig
 from storage.jsonfile import atomic_write_bytes
@@ -56,6 +57,53 @@ _LOG_LEVELS = {
 
 class StartupError(Exception):
     pass
+
+
+# glibc's mallopt parameter; other C libraries lack mallopt/malloc_trim and are left alone.
+M_ARENA_MAX = -8
+MALLOC_ARENAS = 2
+TRIM_INTERVAL_TICKS = 5  # uvicorn ticks every 0.1 s
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
+def limit_malloc_arenas() -> None:
+    """At most two malloc arenas (must run before the first thread starts).
+
+    glibc gives each thread that allocates an arena of its own, up to 8 per CPU; the worker
+    threads that unpack layers and write tars each keep megabytes of freed buffers in theirs.
+    Two are enough for an event loop plus a few workers and bound what idle memory can hold.
+    """
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is not None:
+        mallopt(M_ARENA_MAX, MALLOC_ARENAS)
+
+
+def skip_unused_imports() -> None:
+    """Keep httpx's command-line client (rich, pygments: ~3 MiB) out of the daemon.
+
+    ``import httpx`` imports ``httpx._main`` when its optional CLI dependencies are installed
+    (test tools pull them into the venv) and falls back to a stub otherwise; a ``None`` entry in
+    ``sys.modules`` makes that import fail the documented way. Nothing in the daemon runs it.
+    """
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
+
+def release_free_memory() -> None:
+    """Hand memory that is free inside malloc's heaps back to the kernel (glibc malloc_trim).
+
+    Large buffers (1 MiB tar and hash chunks) stay inside the heap once freed, because glibc
+    raises its mmap threshold after the first one; without this an idle daemon keeps the
+    peak of its last image load resident.
+    """
+    trim = getattr(_libc(), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 class DataRootLock:
@@ -185,6 +233,23 @@ class SkiffServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, services: wiring.Services) -> None:
         super().__init__(config)
         self.services = services
+        self._requests_seen = 0
+        self._trimmed_at = 0
+
+    async def on_tick(self, counter: int) -> bool:
+        should_exit = await super().on_tick(counter)
+        if counter % TRIM_INTERVAL_TICKS == 0:
+            self._trim_after_activity()
+        return should_exit
+
+    def _trim_after_activity(self) -> None:
+        # Once per burst of requests, when a whole interval has passed without a new one.
+        total = self.server_state.total_requests
+        if total != self._requests_seen:
+            self._requests_seen = total
+        elif total != self._trimmed_at:
+            self._trimmed_at = total
+            release_free_memory()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Before uvicorn waits for connections: /events and other long streams end on this.
@@ -214,7 +279,6 @@ async def serve(config: DaemonConfig) -> None:
     services = wiring.build(config)
     bound: list[tuple[Path, socket.socket]] = []
     try:
-        await wiring.start(services)
         # Before the socket exists: clients that see it answer see reconciled container state.
         await wiring.start(services)
         for path in socket_paths(config):
@@ -222,7 +286,7 @@ async def serve(config: DaemonConfig) -> None:
             log.info("API listen on %s", path)
         uv_config = uvicorn.Config(
             create_app(services),
-            http=DockerH11Protocol,
+            http=PingFastPathProtocol,  # DockerH11Protocol (hijack) + the /_ping fast path
             loop="asyncio",
             lifespan="on",
             log_config=None,
@@ -232,6 +296,7 @@ async def serve(config: DaemonConfig) -> None:
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
         server = SkiffServer(uv_config, services)
+        release_free_memory()  # what building the app (pydantic schemas, imports) freed again
         await server.serve(sockets=[sock for _, sock in bound])
     finally:
         for path, sock in bound:
@@ -241,6 +306,10 @@ async def serve(config: DaemonConfig) -> None:
 
 
 def configure_logging(level: str) -> None:
+    # Every request logs a line: records need not look up thread and process names.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     logging.basicConfig(
         level=_LOG_LEVELS.get(level, logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -254,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"skiffd: {exc}", file=sys.stderr)
         return 1
+    limit_malloc_arenas()
+    skip_unused_imports()
     configure_logging(config.log_level)
     lock = DataRootLock(config.data_root)
     pidfile = config.pidfile or config.exec_root / "skiffd.pid"

@@ -79,12 +79,18 @@ def version_error(version: str) -> str | None:
     return None
 
 
+_SERVER_HEADERS = tuple((name.encode(), value.encode()) for name, value in SERVER_HEADERS)
+_SERVER_HEADER_NAMES = frozenset(name.lower() for name, _ in _SERVER_HEADERS)
+
+
 def _with_server_headers(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    present = {name.lower() for name, _ in headers}
     out = list(headers)
-    for name, value in SERVER_HEADERS:
-        if name.lower().encode() not in present:
-            out.append((name.encode(), value.encode()))
+    # Routes rarely set one of these themselves; only then does the per-name check matter.
+    if any(name.lower() in _SERVER_HEADER_NAMES for name, _ in headers):
+        present = {name.lower() for name, _ in headers}
+        out += [(name, value) for name, value in _SERVER_HEADERS if name.lower() not in present]
+    else:
+        out += _SERVER_HEADERS
     return out
 
 
@@ -109,16 +115,17 @@ class VersionMiddleware:
 
         try:
             version = DEFAULT_API_VERSION
-            match = _VERSIONED_PATH.match(original_path)
+            scope = {**scope, SCOPE_KEY: version}
+            match = _VERSIONED_PATH.match(original_path) if original_path.startswith("/v") else None
             if match:
                 version, rest = match.group(1), match.group(2)
-                scope = {**scope, "path": rest}
+                scope[SCOPE_KEY] = version
+                scope["path"] = rest
                 raw_path = scope.get("raw_path")
                 if isinstance(raw_path, bytes):
                     # The prefix is ASCII, so it is the same length in the raw path.
                     scope["raw_path"] = raw_path[len(original_path) - len(rest) :]
-            scope = {**scope, SCOPE_KEY: version}
-            problem = version_error(version)
+            problem = version_error(version) if match else None
             if problem is not None:
                 await self._refuse(version, problem, scope, receive, send_with_headers)
             elif method == "OPTIONS":

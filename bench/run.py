@@ -4,7 +4,10 @@
 Measures, over loopback UNIX sockets only and in bounded loops:
   * /_ping latency on one keep-alive connection (median, p90, p99, requests/s);
   * `docker load -i` of a busybox image with a layer of its own, followed by `docker rmi` (median);
-  * the daemon's resident memory at idle: its process plus descendants (dockerd: + containerd).
+  * the daemon's resident memory at idle: its process plus descendants (dockerd: + containerd);
+  * the container benchmarks of bench/containers.py (run --rm, docker-py cycle, exec, 20 concurrent
+    run -d, ps and memory with 50 running containers, logs of 100k lines), target and reference
+    interleaved while the throw-away skiffd runs; --no-containers skips them.
 
     bench/run.py --host unix:///run/skiff/skiff.sock [--reference unix:///run/ref-docker/docker.sock]
     bench/run.py --start-skiffd --reference unix:///run/ref-docker/docker.sock   # (what `make bench` runs)
@@ -64,6 +67,7 @@ class Result:
     load_ms: dict[str, float] = field(default_factory=dict)
     rmi_ms: dict[str, float] = field(default_factory=dict)
     rss_kib: dict[str, int] = field(default_factory=dict)
+    containers: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
 
@@ -222,6 +226,30 @@ def run_one(host: str, pid: int | None, args: argparse.Namespace, image: Path, r
     return result
 
 
+def run_containers(
+    args: argparse.Namespace, target: Result, reference_pid: int | None
+) -> list[dict[str, Any]]:
+    """The container benchmarks, the reference's interleaved with the target's (bench/containers.py)."""
+    module = containers_bench()
+    benches = [module.Bench(target.host, target.pid)]
+    if args.reference:
+        benches.append(module.Bench(args.reference, reference_pid))
+    results: list[dict[str, Any]] = module.run_all(benches, args.container_iterations, args.idle_seconds)
+    return results
+
+
+def containers_bench() -> ModuleType:
+    if "skiff_bench_containers" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "skiff_bench_containers", ROOT / "bench" / "containers.py"
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["skiff_bench_containers"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["skiff_bench_containers"]
+
+
 def ratio(a: float | int | None, b: float | int | None) -> str:
     if not a or not b:
         return "-"
@@ -291,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ping-iterations", type=int, default=3000)
     parser.add_argument("--load-iterations", type=int, default=7)
     parser.add_argument("--idle-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--no-containers", dest="containers", action="store_false", help="skip the container benchmarks"
+    )
+    parser.add_argument("--container-iterations", type=int, default=11)
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.ping_iterations = max(1, min(args.ping_iterations, MAX_PING))
@@ -310,14 +342,28 @@ def main(argv: list[str] | None = None) -> int:
         if args.start_skiffd:
             daemon = load_tool("testdaemon").SkiffDaemon(log_level="warn").start()
             host, pid = daemon.host, daemon.pid
+        reference_pid = args.reference_pid
+        if args.reference and reference_pid is None:
+            reference_pid = pid_from_socket(socket_path(args.reference))
+        paired: list[dict[str, Any]] = []
         try:
             target = run_one(host, pid, args, image, ref)
+            if args.containers and DOCKER_CLI is not None:
+                paired = run_containers(args, target, reference_pid)
         finally:
             if daemon is not None:
                 daemon.stop()
-        reference = run_one(args.reference, args.reference_pid, args, image, ref) if args.reference else None
+        reference = run_one(args.reference, reference_pid, args, image, ref) if args.reference else None
+        for res, containers in zip((target, reference), paired, strict=False):
+            if res is not None:
+                res.containers = containers
+                res.errors.extend(f"containers: {e}" for e in containers.get("errors", []))
 
     print_table(target, reference)
+    if args.containers:
+        names = (target.server or target.host, (reference.server or reference.host) if reference else "-")
+        print()
+        print(containers_bench().table(target.containers, reference.containers if reference else None, names))
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = args.results_dir / f"{stamp}.json"

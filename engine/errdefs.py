@@ -6,6 +6,7 @@ CLI's exit codes 125/126/127). Only ``api/errors.py`` maps these types to HTTP s
 
     EngineError
     ├── InvalidParameter   400  bad argument, bad JSON, unknown filter
+    ├── Unauthorized       401  registry login with wrong credentials
     ├── Forbidden          403  e.g. removing a pre-defined network
     ├── NotFound           404  no such container / image / exec / network / volume
     ├── Conflict           409  name in use, container running, image in use
@@ -27,6 +28,10 @@ class EngineError(Exception):
 
 
 class InvalidParameter(EngineError):
+    pass
+
+
+class Unauthorized(EngineError):
     pass
 
 

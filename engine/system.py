@@ -9,6 +9,7 @@ not have (swarm, containerd, plugins, CDI, seccomp) is reported as dockerd repor
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import platform
 import time
@@ -66,6 +67,7 @@ def _rfc3339nano(ns: int) -> str:
     return Time(seconds, nanos, time.localtime(seconds).tm_gmtoff).rfc3339nano()
 
 
+@functools.cache
 def _build_time() -> str:
     """When this engine was installed: dockerd reports its binary's build time."""
     ns = Path(__file__).stat().st_mtime_ns

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from engine.containers.exec import ExecService
     from engine.containers.service import ContainerService
     from engine.images.service import ImageService
+    from engine.volumes.service import VolumeService
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Services:
     # Defaulted only so that API tests with fake services need not build one.
     containers: ContainerService = cast("ContainerService", None)  # noqa: RUF009
     execs: ExecService = cast("ExecService", None)  # noqa: RUF009
+    volumes: VolumeService = cast("VolumeService", None)  # noqa: RUF009
 
 
 def prepare_roots(config: DaemonConfig) -> None:
@@ -44,15 +46,19 @@ def build(config: DaemonConfig) -> Services:
     # Imported here: the stores are written by other areas and only the daemon needs them all.
     import shutil
 
+    from engine import networkids
     from engine.containers.exec import ExecService
     from engine.containers.service import ContainerService
     from engine.containers.store import ContainerStore
+    from engine.images.endpoints import RegistryOptions
     from engine.images.service import ImageService
+    from engine.volumes.service import VolumeService
     from runtime.runc import OciRuntime
     from storage.content import ContentStore
     from storage.images import ImageStore
     from storage.layers import LayerStore
     from storage.snapshots import OverlaySnapshotter
+    from storage.volumes import VolumeStore
 
     prepare_roots(config)
     events = EventBus()
@@ -60,8 +66,10 @@ def build(config: DaemonConfig) -> Services:
     snapshotter = OverlaySnapshotter(config.data_root / "overlay")
     layers = LayerStore(content, snapshotter)
     image_store = ImageStore(config.data_root / "image", content)
-    images = ImageService(image_store, layers, content, events)
+    registry = RegistryOptions(config.insecure_registries, config.registry_mirrors)
+    images = ImageService(image_store, layers, content, events, registry=registry)
     system = SystemService(config, images=images, events=events)
+    volumes = VolumeService(VolumeStore(config.data_root / "volumes"), events)
     containers = ContainerService(
         store=ContainerStore(config.data_root / "containers"),
         images=images,
@@ -71,12 +79,21 @@ def build(config: DaemonConfig) -> Services:
         exec_root=config.exec_root,
         init_path=shutil.which("tini-static"),
         dns=list(config.dns),
+        network_ids=networkids.load_or_create(config.data_root / "network" / "predefined.json"),
+        volumes=volumes,
     )
+    volumes.set_usage_checker(containers.mounts.volume_users)
     system.container_counts = containers.counts
     images.set_usage_checker(containers.image_usage)
     execs = ExecService(containers, events)
     return Services(
-        config=config, events=events, system=system, images=images, containers=containers, execs=execs
+        config=config,
+        events=events,
+        system=system,
+        images=images,
+        containers=containers,
+        execs=execs,
+        volumes=volumes,
     )
 
 
@@ -96,6 +113,8 @@ def begin_shutdown(services: Services) -> None:
     if services.containers is not None:
         services.containers.begin_shutdown()
     services.events.close()
+    if services.images is not None:
+        services.images.begin_shutdown()
 
 
 async def shutdown(services: Services) -> None:
@@ -103,3 +122,4 @@ async def shutdown(services: Services) -> None:
     if services.containers is not None:
         await services.containers.shutdown()
     begin_shutdown(services)
+    await services.images.aclose()

@@ -1,10 +1,11 @@
 """runc's command line as pure functions: argv per verb, its JSON log, and its errors as errdefs.
 
 Kept apart from the process-running code so every argv and every error text is unit-tested
-without root. Error texts are the ones clients see through dockerd: containerd wraps runc's
-message ("failed to create shim task: OCI runtime create failed: ...: unknown") and dockerd's
-translateContainerdStartErr turns config mistakes into 400s with exit codes 127/126, which
-the docker CLI in turn picks its own exit code from.
+without root. Error texts are the ones clients see through dockerd 28: containerd wraps runc's
+message ("failed to create shim task: OCI runtime create failed: ...: unknown"), dockerd (>= 25,
+libcontainerd NewTask) prefixes "failed to create task for container: ", and its
+translateContainerdStartErr turns config mistakes into 400s with exit codes 127/126, which the
+docker CLI in turn picks its own exit code from (by substring, so the prefixes do not matter to it).
 """
 
 from __future__ import annotations
@@ -118,10 +119,14 @@ def translate_start_error(message: str) -> errdefs.EngineError:
     return error
 
 
+CREATE_TASK_PREFIX = "failed to create task for container: "
+
+
 def create_error(runc_message: str) -> errdefs.EngineError:
-    # containerd wraps runc's text like this; the ": unknown" is its gRPC code suffix.
+    # containerd wraps runc's text like this (": unknown" is its gRPC code suffix); dockerd 28's
+    # libcontainerd adds the outer prefix.
     return translate_start_error(
-        f"failed to create shim task: OCI runtime create failed: {runc_message}: unknown"
+        f"{CREATE_TASK_PREFIX}failed to create shim task: OCI runtime create failed: {runc_message}: unknown"
     )
 
 

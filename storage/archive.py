@@ -27,7 +27,7 @@ import shutil
 import stat
 import tarfile
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -243,9 +243,14 @@ class _Extractor:
             self._whiteout(parent_rel, base, member)
             return
         parent_fd = self._parent(parent_rel)
+        # Entries are created first and only cleared on EEXIST: a layer rarely replaces what an
+        # earlier entry of the same tar made, and that saves a stat per entry.
         if member.isdir():
-            if not self._clear(parent_fd, base, keep_dir=True):
+            try:
                 os.mkdir(base, 0o700, dir_fd=parent_fd)
+            except FileExistsError:
+                if not self._clear(parent_fd, base, keep_dir=True):
+                    os.mkdir(base, 0o700, dir_fd=parent_fd)
             fd = os.open(base, _DIR_FLAGS, dir_fd=parent_fd)
             try:
                 self._meta_fd(fd, member)
@@ -255,8 +260,11 @@ class _Extractor:
         elif member.isreg():
             self._regular(tf, parent_fd, base, member)
         elif member.issym():
-            self._clear(parent_fd, base, keep_dir=False)
-            os.symlink(member.linkname, base, dir_fd=parent_fd)
+            try:
+                os.symlink(member.linkname, base, dir_fd=parent_fd)
+            except FileExistsError:
+                self._clear(parent_fd, base, keep_dir=False)
+                os.symlink(member.linkname, base, dir_fd=parent_fd)
             self._meta_nofollow(parent_fd, base, member)
         elif member.islnk():
             self._hardlink(parent_fd, base, name, member)
@@ -282,9 +290,12 @@ class _Extractor:
         os.chown(hidden, member.uid, member.gid, dir_fd=parent_fd, follow_symlinks=False)
 
     def _regular(self, tf: tarfile.TarFile, parent_fd: int, base: str, member: tarfile.TarInfo) -> None:
-        self._clear(parent_fd, base, keep_dir=False)
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(base, flags, 0o600, dir_fd=parent_fd)
+        try:
+            fd = os.open(base, flags, 0o600, dir_fd=parent_fd)
+        except FileExistsError:
+            self._clear(parent_fd, base, keep_dir=False)
+            fd = os.open(base, flags, 0o600, dir_fd=parent_fd)
         with open(fd, "wb") as out:
             src = tf.extractfile(member)
             if src is not None:
@@ -451,9 +462,10 @@ def _extract(fileobj: BinaryIO, tree: _Tree, whiteouts: Whiteouts, allow_devices
 
 
 class _Exporter:
-    def __init__(self, tf: tarfile.TarFile, upper: bool) -> None:
+    def __init__(self, tf: tarfile.TarFile, upper: bool, exclude: Collection[str] = ()) -> None:
         self.tf = tf
         self.upper = upper
+        self.exclude = exclude
         self._links: dict[tuple[int, int], str] = {}
 
     def _info(self, name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
@@ -468,8 +480,10 @@ class _Exporter:
 
     def walk(self, dir_fd: int, prefix: str) -> None:
         for name in sorted(os.listdir(dir_fd), key=os.fsencode):
-            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             rel = prefix + name
+            if rel in self.exclude:
+                continue
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             mode = st.st_mode
             if stat.S_ISDIR(mode):
                 fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
@@ -531,19 +545,20 @@ class _Exporter:
             self.tf.addfile(info, f)
 
 
-def export_tar(src: Path, fileobj: BinaryIO, *, upper: bool = False) -> None:
+def export_tar(src: Path, fileobj: BinaryIO, *, upper: bool = False, exclude: Collection[str] = ()) -> None:
     """Write a tar of the tree under ``src`` (not including ``src`` itself) to ``fileobj``.
 
     Entries come in a fixed order (sorted names, depth first), with numeric owners only and
     whole-second mtimes, so the same tree gives the same bytes. With ``upper=True`` the tree
     is an overlay upper dir and is written as a Docker layer: char 0/0 whiteouts become
-    ``.wh.<name>`` and opaque directories get a ``.wh..wh..opq`` entry.
+    ``.wh.<name>`` and opaque directories get a ``.wh..wh..opq`` entry. ``exclude`` names
+    paths relative to ``src`` (``etc/hostname``) left out together with everything below them.
     """
     root_fd = os.open(src, _DIR_FLAGS)
     try:
         with tarfile.open(
             fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape"
         ) as tf:
-            _Exporter(tf, upper).walk(root_fd, "")
+            _Exporter(tf, upper, exclude).walk(root_fd, "")
     finally:
         os.close(root_fd)

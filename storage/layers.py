@@ -96,6 +96,9 @@ class _PrefixedReader(io.RawIOBase):
             view[:n] = self._prefix[:n]
             self._prefix = self._prefix[n:]
             return n
+        readinto = getattr(self._rest, "readinto", None)
+        if readinto is not None:
+            return int(readinto(view) or 0)  # straight into the caller's buffer, no copy
         data = self._rest.read(len(view))
         view[: len(data)] = data
         return len(data)
@@ -116,6 +119,11 @@ class _HashingReader(io.RawIOBase):
     def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
         view = memoryview(buffer).cast("B")
         try:
+            if isinstance(self._source, io.BufferedIOBase):
+                n = self._source.readinto(view)
+                self.hash.update(view[:n])
+                self.size += n
+                return n
             data = self._source.read(len(view))
         except EOFError:
             raise errdefs.InvalidParameter("unexpected EOF") from None
@@ -209,6 +217,11 @@ class LayerStream:
     def diff_id(self) -> str:
         return "sha256:" + self._hashing.hash.hexdigest()
 
+    @property
+    def size(self) -> int:
+        """Uncompressed bytes read so far (the tar's size once drained)."""
+        return self._hashing.size
+
 
 class LayerStore:
     """Layers as committed overlay snapshots named by chain id."""
@@ -262,16 +275,22 @@ class LayerStore:
         return labels[LABEL_DIFF_ID]
 
     def apply(
-        self, parent_chain_id: str | None, fileobj: BinaryIO, *, expected_diff_id: str | None = None
+        self,
+        parent_chain_id: str | None,
+        fileobj: BinaryIO | LayerStream,
+        *,
+        expected_diff_id: str | None = None,
     ) -> AppliedLayer:
         """Unpack layer ``fileobj`` on top of ``parent_chain_id`` (None: a base layer).
 
         ``expected_diff_id`` (from the image config) lets an existing layer be recognised
-        without unpacking, and a mismatch is refused with InvalidParameter.
+        without unpacking, and a mismatch is refused with InvalidParameter. A caller that needs
+        the stream's compression, size or diff id afterwards passes a ``LayerStream`` of its
+        own, which is then decompressed and hashed once, here, rather than twice.
         """
         if parent_chain_id is not None:
             self._committed(parent_chain_id)
-        stream = LayerStream(fileobj)
+        stream = fileobj if isinstance(fileobj, LayerStream) else LayerStream(fileobj)
         if expected_diff_id is not None:
             known = chain_id(parent_chain_id, expected_diff_id)
             if self.has(known):

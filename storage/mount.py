@@ -122,6 +122,16 @@ def unmount_one(target: Path) -> None:
         raise errdefs.Internal(f"failed to unmount {target}: {result.stderr.strip()}")
 
 
+def detach(target: Path) -> None:
+    """Lazily unmount ``target`` (``umount -l``): the path is free at once, while descriptors
+    already open below it keep the mount alive until they close. Idempotent."""
+    if not is_mounted(target):
+        return
+    result = _run(["umount", "-l", str(target)])
+    if result.returncode != 0 and is_mounted(target):
+        raise errdefs.Internal(f"failed to unmount {target}: {result.stderr.strip()}")
+
+
 def unmount(target: Path) -> None:
     """Unmount everything stacked on ``target``. Idempotent: nothing mounted is fine."""
     # mount_all may stack several mounts on one target; bound the loop in case a mount

@@ -24,9 +24,11 @@ Synchronous and thread-safe; the engine calls it through ``asyncio.to_thread``.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import stat
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,6 +41,12 @@ from storage.mount import Mount
 
 Kind = Literal["active", "view", "committed"]
 _KINDS: tuple[Kind, ...] = ("active", "view", "committed")
+
+# <linux/fs.h>: the inode flags ioctls and "top of directory hierarchy" (chattr +T).
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_TOPDIR_FL = 0x00020000
+_FLAGS = struct.Struct("=I")
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,34 @@ def _record_from_json(obj: Any, dir_id: int) -> _Record:
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise ValueError("bad snapshot metadata")
     return _Record(dir_id, name, kind, parent, {str(k): v for k, v in labels.items()})
+
+
+def mark_topdir(path: Path) -> bool:
+    """Flag ``path`` as a top of directory hierarchies, where the file system supports it.
+
+    Each snapshot is a hierarchy of its own. Without the flag ext4's Orlov allocator keeps every
+    snapshot directory, and so every inode unpacked into it, in the block group of the data root;
+    when that group is crowded, creating each file or symlink means searching for a free inode,
+    which made a busybox layer's 268 symlinks take 20-80 ms instead of 3. With it ext4 spreads the
+    snapshot directories over groups with free inodes, as it does for directories under ``/``.
+    File systems without the flag (tmpfs, xfs, btrfs, overlay) refuse the ioctl; nothing changes.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        buf = bytearray(8)  # the kernel reads and writes an int; room for a long does no harm
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf)
+        (flags,) = _FLAGS.unpack_from(buf)
+        if not flags & FS_TOPDIR_FL:
+            _FLAGS.pack_into(buf, 0, flags | FS_TOPDIR_FL)
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, buf)
+        return True
+    except OSError:  # ENOTTY/EOPNOTSUPP and the like: a hint the file system cannot take
+        return False
+    finally:
+        os.close(fd)
 
 
 def disk_usage(path: Path) -> Usage:
@@ -136,6 +172,7 @@ class OverlaySnapshotter:
         self._next_id = 1
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._snapshots.mkdir(exist_ok=True, mode=0o700)
+        mark_topdir(self._snapshots)
         shutil.rmtree(self._trash, ignore_errors=True)
         self._trash.mkdir(mode=0o700)
         self._load()

@@ -28,7 +28,8 @@ router = APIRouter()
 _GO_INT = re.compile(r"[+-]?[0-9]+")
 
 
-def get_admin(request: Request, services: Services = Depends(get_services)) -> ContainerAdmin:
+async def get_admin(request: Request, services: Services = Depends(get_services)) -> ContainerAdmin:
+    # async: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per request.
     admin: ContainerAdmin | None = getattr(request.app.state, "containers_admin", None)
     if admin is None or admin.containers is not services.containers:
         execs = services.execs

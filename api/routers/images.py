@@ -17,9 +17,9 @@ from api.deps import get_services
 from api.params import Filters, docker_bool
 from api.versions import api_version
 from api.views import images as image_views
-from engine import errdefs
 from engine.images import progress
 from engine.images.progress import Message
+from engine.images.regauth import AuthConfig
 from engine.wiring import Services
 
 router = APIRouter()
@@ -66,7 +66,10 @@ async def save_many(request: Request, services: Services = Depends(get_services)
 async def create(request: Request, services: Services = Depends(get_services)) -> Response:
     q = request.query_params
     if q.get("fromImage"):
-        pulled = await services.images.pull(q["fromImage"], q.get("tag", ""), q.get("platform", ""))
+        # An X-Registry-Auth that does not decode counts as none, as in dockerd.
+        auth = AuthConfig.from_header(request.headers.get("X-Registry-Auth"))
+        platform = q.get("platform", "") if api_version(request) >= (1, 32) else ""
+        pulled = await services.images.pull(q["fromImage"], q.get("tag", ""), platform, auth)
         return StreamingResponse(_encoded(pulled), media_type="application/json")
     image_id = await services.images.import_image(
         request.stream(),
@@ -99,9 +102,10 @@ async def history(name: str, services: Services = Depends(get_services)) -> Resp
 
 
 @router.post("/images/{name:path}/push")
-async def push(name: str, services: Services = Depends(get_services)) -> Response:
-    await services.images.resolve(name)
-    raise errdefs.NotImplemented_("pushing images is not supported by skiff yet (no registry client)")
+async def push(name: str, request: Request, services: Services = Depends(get_services)) -> Response:
+    auth = AuthConfig.from_header(request.headers.get("X-Registry-Auth"))
+    pushed = await services.images.push(name, request.query_params.get("tag", ""), auth)
+    return StreamingResponse(_encoded(pushed), media_type="application/json")
 
 
 @router.post("/images/{name:path}/tag")

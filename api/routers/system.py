@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 from api.deps import get_services
 from api.eventfilter import EVENT_FILTERS, event_matcher
 from api.params import Filters, parse_timestamp
+from api.ping import PING_HEADERS, TEXT_PLAIN
 from api.versions import api_version
 from engine import errdefs
 from engine.events import Event, Subscription
@@ -22,13 +23,6 @@ from engine.wiring import Services
 
 router = APIRouter()
 
-TEXT_PLAIN = "text/plain; charset=utf-8"
-PING_HEADERS = {
-    "Builder-Version": "1",  # classic builder only; "2" would promise BuildKit
-    "Swarm": "inactive",
-    "Cache-Control": "no-cache, no-store, must-revalidate",
-    "Pragma": "no-cache",
-}
 NOT_A_SWARM_MANAGER = (
     'This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect '
     "this node to swarm and try again."
@@ -41,6 +35,8 @@ JSON_SEQ = "application/json-seq"
 JSON = "application/json"
 
 
+# The server answers plain pings itself (api/ping.py) with these routes' exact bytes; the routes
+# serve what it leaves to the app (a query string, pipelining, odd headers) and in-process tests.
 @router.get("/_ping")
 async def ping() -> Response:
     return PlainTextResponse("OK", headers=PING_HEADERS)

@@ -187,7 +187,14 @@ async def test_import_and_pull(client: httpx.AsyncClient) -> None:
     assert doc["Config"]["Env"] == ["A=b"] and doc["Comment"] == "m"
     r = await client.post("/images/create?fromSrc=-&changes=RUN%20x", content=fs)
     assert (r.status_code, r.json()) == (400, {"message": "run is not a valid change command"})
-    r = await client.post("/images/create?fromImage=busybox&tag=latest")
-    assert r.status_code == 501 and "pulling images is not supported" in r.json()["message"]
-    r = await client.post("/images/skiffimg/imp:1/push")
-    assert r.status_code == 501
+    r = await client.post("/images/create?fromImage=Busybox&tag=latest")
+    assert (r.status_code, r.json()) == (
+        400, {"message": "invalid reference format: repository name (library/Busybox) must be lowercase"}
+    )  # fmt: skip
+    # Nothing to push is found before any registry is contacted: an in-stream error, as dockerd.
+    r = await client.post("/images/skiffimg/nothing/push", headers={"X-Registry-Auth": "e30="})
+    assert r.status_code == 200 and r.headers["content-type"] == JSON
+    assert r.content.splitlines()[-1] == (
+        b'{"errorDetail":{"message":"An image does not exist locally with the tag: skiffimg/nothing"},'
+        b'"error":"An image does not exist locally with the tag: skiffimg/nothing"}'
+    )

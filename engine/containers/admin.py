@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from engine import errdefs, ids
 from engine.containers import filters as psfilters
-from engine.containers import fsdiff, top, update
+from engine.containers import fsdiff, initlayer, top, update
 from engine.containers.model import Container, parse_time
 from engine.images.filters import FilterMap, match_kv, validate
 from engine.images.streams import Emitter, iterate_in_thread
@@ -114,7 +114,9 @@ class ContainerAdmin:
 
     def _rw_size(self, c: Container) -> int:
         try:
-            return self._snapshotter.usage(c.snapshot_key).size
+            usage = self._snapshotter.usage(c.snapshot_key).size
+            # dockerd keeps these in its -init layer, which SizeRw does not count.
+            return max(0, usage - initlayer.artifact_bytes(self._snapshotter.upperdir(c.snapshot_key)))
         except (errdefs.EngineError, OSError):
             return 0
 
@@ -205,7 +207,7 @@ class ContainerAdmin:
 
     async def inspect(self, ref: str, *, size: bool = False) -> Inspected:
         c = self.containers.get(ref)
-        graph = await asyncio.to_thread(self._graph_driver, c)
+        graph = self._graph_driver(c)  # in-memory lookups only: no thread hop (docker exec inspects first)
         sizes = await asyncio.to_thread(self._sizes, c) if size else None
         exec_ids = list(self._exec_ids(c.id)) if self._exec_ids is not None else []
         return Inspected(c, graph, exec_ids, sizes)

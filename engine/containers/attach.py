@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from engine import errdefs
 from engine.containers.live import LiveContainer
 from engine.containers.logconfig import ensure_readable, validate_log_options
-from engine.containers.logread import read_logs
+from engine.containers.logread import read_log_batches, read_logs
 from engine.containers.model import Container
 from engine.containers.streams import (
     AttachConnection,
@@ -190,15 +190,15 @@ class AttachSession:
 
 def open_logs(
     service: ContainerService, ref: str, opts: LogsOptions
-) -> tuple[Container, AsyncIterator[Chunk]]:
-    """Validate (dockerd's order) and return the container and its log iterator."""
+) -> tuple[Container, AsyncIterator[list[Chunk]]]:
+    """Validate (dockerd's order) and return the container and its log entries, in batches."""
     validate_log_options(stdout=opts.stdout, stderr=opts.stderr)
     c = service.get(ref)
     ensure_readable(str((c.host_config.get("LogConfig") or {}).get("Type") or ""))
     return c, _read(service, c, opts)
 
 
-async def _read(service: ContainerService, c: Container, opts: LogsOptions) -> AsyncIterator[Chunk]:
+async def _read(service: ContainerService, c: Container, opts: LogsOptions) -> AsyncIterator[list[Chunk]]:
     if not c.log_path:  # never started: no log yet
         return
     stop = asyncio.Event()
@@ -210,7 +210,7 @@ async def _read(service: ContainerService, c: Container, opts: LogsOptions) -> A
     watcher = asyncio.ensure_future(stop_at_shutdown())
     try:
         async with contextlib.aclosing(
-            read_logs(
+            read_log_batches(
                 Path(c.log_path),
                 stdout=opts.stdout,
                 stderr=opts.stderr,
@@ -222,8 +222,8 @@ async def _read(service: ContainerService, c: Container, opts: LogsOptions) -> A
                 stop=stop,
                 details=opts.details,
             )
-        ) as entries:
-            async for item in entries:
-                yield item
+        ) as batches:
+            async for batch in batches:
+                yield batch
     finally:
         watcher.cancel()

@@ -53,6 +53,43 @@ async def read_logs(
     ``logger`` defaults to the writer registered for ``path`` (see ``logs.active_logger``).
     Use it with ``contextlib.aclosing`` so open files are released when the client goes away.
     """
+    batches = read_log_batches(
+        path,
+        stdout=stdout,
+        stderr=stderr,
+        since_ns=since_ns,
+        until_ns=until_ns,
+        tail=tail,
+        timestamps=timestamps,
+        follow=follow,
+        stop=stop,
+        details=details,
+        logger=logger,
+    )
+    async with contextlib.aclosing(batches):
+        async for batch in batches:
+            for item in batch:
+                yield item
+
+
+async def read_log_batches(
+    path: Path,
+    *,
+    stdout: bool,
+    stderr: bool,
+    since_ns: int | None = None,
+    until_ns: int | None = None,
+    tail: int | None = None,
+    timestamps: bool = False,
+    follow: bool = False,
+    stop: asyncio.Event | None = None,
+    details: bool = False,
+    logger: JsonFileLogger | None = None,
+) -> AsyncGenerator[list[tuple[str, bytes]], None]:
+    """``read_logs`` a batch at a time (what one worker-thread read produced; never empty).
+
+    Writers to a socket send a batch in one write: per entry, 100k lines cost 100k sends.
+    """
     writer = logger if logger is not None else active_logger(path)
     live = follow and writer is not None and not writer.closed
     emit = _Emitter(stdout, stderr, since_ns, until_ns, timestamps, details)
@@ -62,8 +99,8 @@ async def read_logs(
         history = _RegionReader(snap.regions)
         while True:
             chunk, stopped = await asyncio.to_thread(session.call, _pull, history.next_batch, emit)
-            for out in chunk:
-                yield out
+            if chunk:
+                yield chunk
             if stopped or (stop is not None and stop.is_set()):
                 return
             if not chunk and history.done:
@@ -71,15 +108,15 @@ async def read_logs(
         if not live or writer is None:
             return
         session.cursor = _FollowCursor(path, writer, snap.detach_current(), snap.current_end, snap.epoch)
-        async for out in _follow(writer, session, emit, stop):
-            yield out
+        async for batch in _follow(writer, session, emit, stop):
+            yield batch
     finally:
         session.close()
 
 
 async def _follow(
     writer: JsonFileLogger, session: _Session, emit: _Emitter, stop: asyncio.Event | None
-) -> AsyncGenerator[tuple[str, bytes], None]:
+) -> AsyncGenerator[list[tuple[str, bytes]], None]:
     assert session.cursor is not None
     read_new = session.cursor.read_new
     stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
@@ -89,8 +126,8 @@ async def _follow(
             # Read the state first: a flush after this point bumps the generation and wakes us.
             closed, generation = writer.closed, writer.generation
             chunk, stopped = await asyncio.to_thread(session.call, _pull, read_new, emit)
-            for out in chunk:
-                yield out
+            if chunk:
+                yield chunk
             if stopped:
                 return
             if chunk:

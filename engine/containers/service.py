@@ -16,7 +16,7 @@ import functools
 import logging
 import shutil
 import signal as _signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import errdefs, ids
-from engine.containers import createconfig, files, loopback
+from engine.containers import createconfig, files, initlayer, loopback
 from engine.containers.caps import validate_capabilities
 from engine.containers.devices import resolve_devices
 from engine.containers.live import LiveContainer
 from engine.containers.logconfig import validate_log_config
 from engine.containers.model import Container, now_rfc3339, parse_time
+from engine.containers.mounts import ContainerMounts, with_network_files
 from engine.containers.security import parse_security_opt
 from engine.containers.spec import build_spec, parse_process_args
 from engine.containers.store import ContainerStore, name_conflict
@@ -44,6 +45,7 @@ from storage.jsonfile import atomic_write_json
 if TYPE_CHECKING:
     from engine.events import EventBus
     from engine.images.service import ImageService
+    from engine.volumes.service import VolumeService
     from storage.layers import LayerStore
 
 log = logging.getLogger("skiff.containers")
@@ -92,6 +94,8 @@ class ContainerService:
         init_path: str | None = None,
         dns: list[str] | None = None,
         network_setup: Callable[[int], Awaitable[None]] | None = loopback.bring_up,
+        network_ids: Mapping[str, str] | None = None,
+        volumes: VolumeService | None = None,
     ) -> None:
         self.store = store
         self.images = images
@@ -103,6 +107,10 @@ class ContainerService:
         self.dns = list(dns or [])
         # Prepares a container's own network namespace (given its init pid) before it runs.
         self.network_setup = network_setup
+        # IDs of the pre-defined networks (engine/networkids.py), shown once a container started.
+        self.network_ids = dict(network_ids or {})
+        # Volumes, binds and tmpfs mounts of each container (create, start, stop, rm -v).
+        self.mounts = ContainerMounts(volumes, store=store, layers=layers, scratch=exec_root / "volume-copy")
         self.live: dict[str, LiveContainer] = {}
         self.shutting_down = False
         # Exec and admin code hook in here: called (synchronously) after every exit is recorded.
@@ -110,7 +118,6 @@ class ContainerService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._waiters: dict[str, _Waiters] = {}
         self._pending_attach: dict[str, list[PendingAttach]] = {}
-        self._console: dict[str, ConsoleSize] = {}
         self._backoff: dict[str, float] = {}
         self._restart_timers: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -210,7 +217,10 @@ class ContainerService:
         async with AsyncExitStack() as undo:
             await asyncio.to_thread(self.layers.prepare_rw, cid, self.images.top_chain_id(image))
             undo.push_async_callback(asyncio.to_thread, self.layers.remove_rw, cid)
+            snapshots = self.layers.snapshotter
+            await asyncio.to_thread(initlayer.populate, snapshots.upperdir(cid), snapshots.lowerdirs(cid))
             undo.push_async_callback(asyncio.to_thread, shutil.rmtree, self.store.dir(cid), True)
+            await self.mounts.register(c, undo)
             self.store.reserve(c)
             undo.pop_all()
         self.publish(c, "create")
@@ -275,17 +285,21 @@ class ContainerService:
                     [str(g) for g in c.host_config.get("GroupAdd") or []],
                 )
                 netns = self._netns_path(c)
+                volume_mounts = await self.mounts.setup(c, undo)
                 spec = build_spec(
                     c.config,
                     c.host_config,
                     rootfs=str(rootfs),
                     user=user,
                     hostname=str(c.config.get("Hostname") or c.id[:12]),
-                    extra_mounts=files.bind_mounts(
-                        Path(c.hostname_path),
-                        Path(c.hosts_path),
-                        Path(c.resolv_conf_path),
-                        bool(c.host_config.get("ReadonlyRootfs")),
+                    extra_mounts=with_network_files(
+                        volume_mounts,
+                        files.bind_mounts(
+                            Path(c.hostname_path),
+                            Path(c.hosts_path),
+                            Path(c.resolv_conf_path),
+                            bool(c.host_config.get("ReadonlyRootfs")),
+                        ),
                     ),
                     netns_path=netns,
                     cgroups_path=cgroups_path(c.id),
@@ -293,7 +307,7 @@ class ContainerService:
                     devices=await asyncio.to_thread(resolve_devices, c.host_config),
                 )
                 await asyncio.to_thread(atomic_write_json, bundle / "config.json", spec, 0o600)
-                size = self._console.pop(c.id, None) or _console(c.host_config.get("ConsoleSize"))
+                size = _console(c.host_config.get("ConsoleSize"))
                 io = IOSpec(tty=c.tty, stdin=bool(c.config.get("OpenStdin")), console_size=size)
                 task = await self.runtime.create(c.id, bundle, io)
                 undo.push_async_callback(task.delete, True)
@@ -314,6 +328,7 @@ class ContainerService:
             except OSError as err:  # the host refused something (disk full, fd limit, ...)
                 self._record_start_failure(c, str(err), 128)
                 raise errdefs.Internal(str(err)) from err
+            self._set_network_ids(c)
             c.state.set_running(task.pid)
             self.save(c)
             undo.pop_all()
@@ -321,6 +336,12 @@ class ContainerService:
         self._monitors.add(live.monitor)
         live.monitor.add_done_callback(self._monitors.discard)
         self.publish(c, "start")
+
+    def _set_network_ids(self, c: Container) -> None:
+        """dockerd fills an endpoint's NetworkID when the container connects, i.e. at its start."""
+        for name, endpoint in ((c.network_settings or {}).get("Networks") or {}).items():
+            if isinstance(endpoint, dict) and name in self.network_ids:
+                endpoint["NetworkID"] = self.network_ids[name]
 
     async def _write_container_files(self, c: Container) -> None:
         """/etc/hostname, /etc/hosts, /etc/resolv.conf and the log path, (re)made at every start.
@@ -401,6 +422,7 @@ class ContainerService:
                 self.publish(
                     c, "die", {"exitCode": str(status.code), "execDuration": _exec_duration(started_at)}
                 )
+                await self.mounts.teardown(c)  # dockerd's unmount events follow "die"
                 self._wake(c.id, "exit", WaitResult(status.code))
         finally:
             live.exited.set()
@@ -592,10 +614,8 @@ class ContainerService:
         c = self.get(ref)
         live = self.live.get(c.id)
         if live is None:
-            # hijack.md 6: a size may arrive before the process exists; use it at the next start.
-            if height > 0 and width > 0:
-                self._console[c.id] = ConsoleSize(height=height, width=width)
-            return
+            # dockerd 28's GetRunningTask: no task, no resize (the CLI only resizes after start).
+            raise errdefs.Conflict(f"container {c.id} is not running")
         with contextlib.suppress(OSError):
             await live.task.resize(width, height)
         self.publish(c, "resize", {"height": str(height), "width": str(width)})
@@ -647,8 +667,8 @@ class ContainerService:
                 self.save(c)
                 raise errdefs.Internal(f"unable to remove filesystem for {c.id}: {err.message}") from err
             await asyncio.to_thread(self.store.delete, c)
+            await self.mounts.remove(c, volumes)
         self._locks.pop(c.id, None)
-        self._console.pop(c.id, None)
         self._backoff.pop(c.id, None)
         for pending in self._pending_attach.pop(c.id, []):
             if not pending.future.done():

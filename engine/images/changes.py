@@ -1,11 +1,12 @@
 """``--change`` instructions for ``docker import`` (and ``docker commit``): Dockerfile lines applied to a
 container config, as dockerd's ``dockerfile.BuildFromConfig`` does.
 
-Allowed: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR; anything
-else is ``<cmd> is not a valid change command``. CMD/ENTRYPOINT/VOLUME take the JSON (exec) form or
-the shell form; ENV/LABEL take ``k=v`` pairs (quotes and backslashes as in a Dockerfile) or the legacy
-``KEY value`` form; ``$VAR``/``${VAR}`` expand from the environment built so far. ENTRYPOINT resets a
-CMD that did not come from the same set of changes.
+Allowed: CMD, ENTRYPOINT, ENV, EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR;
+anything else is ``<cmd> is not a valid change command``. CMD/ENTRYPOINT/VOLUME take the JSON (exec)
+form or the shell form; HEALTHCHECK takes ``NONE`` or ``[--interval=…] [--timeout=…]
+[--start-period=…] [--start-interval=…] [--retries=N] CMD …``; ENV/LABEL take ``k=v`` pairs (quotes
+and backslashes as in a Dockerfile) or the legacy ``KEY value`` form; ``$VAR``/``${VAR}`` expand from
+the environment built so far. ENTRYPOINT resets a CMD that did not come from the same set of changes.
 """
 
 from __future__ import annotations
@@ -19,10 +20,15 @@ from typing import Any
 
 from engine import errdefs
 
-VALID_COMMANDS = ("cmd", "entrypoint", "env", "expose", "label", "onbuild", "stopsignal", "user", "volume",
-                  "workdir")  # fmt: skip
+VALID_COMMANDS = ("cmd", "entrypoint", "env", "expose", "healthcheck", "label", "onbuild", "stopsignal",
+                  "user", "volume", "workdir")  # fmt: skip
 _VAR_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 _PORT_RE = re.compile(r"^(\d+)(?:-(\d+))?(?:/(tcp|udp|sctp))?$", re.IGNORECASE)
+_DURATION_PART_RE = re.compile(r"(\d*)(?:\.(\d*))?([^\d.]*)")
+_DURATION_UNITS_NS = {"ns": 1, "us": 1_000, "\u00b5s": 1_000, "\u03bcs": 1_000, "ms": 1_000_000,
+                      "s": 1_000_000_000, "m": 60_000_000_000, "h": 3_600_000_000_000}  # fmt: skip
+_HEALTHCHECK_DURATIONS = (("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"),
+                          ("start-interval", "StartInterval"))  # fmt: skip
 
 
 def _lines(changes: Iterable[str]) -> list[str]:
@@ -165,6 +171,83 @@ def _signal_ok(value: str) -> bool:
     return name in _signal.Signals.__members__ or re.fullmatch(r"SIGRTM(IN|AX)([+-]\d+)?", name) is not None
 
 
+def go_duration(text: str) -> int:
+    """Go's ``time.ParseDuration`` in nanoseconds (``1m30s``, ``1.5h``, ``250ms``), with its error texts."""
+    invalid = errdefs.InvalidParameter(f"time: invalid duration {json.dumps(text)}")
+    rest = text
+    sign = -1 if rest.startswith("-") else 1
+    rest = rest[1:] if rest[:1] in "+-" else rest
+    if rest == "0":
+        return 0
+    if not rest:
+        raise invalid
+    total = 0
+    while rest:
+        m = _DURATION_PART_RE.match(rest)
+        assert m is not None  # every group may be empty
+        whole, frac, unit = m.group(1), m.group(2), m.group(3)
+        if not whole and not frac:
+            raise invalid
+        if not unit:
+            raise errdefs.InvalidParameter(f"time: missing unit in duration {json.dumps(text)}")
+        if unit not in _DURATION_UNITS_NS:
+            raise errdefs.InvalidParameter(
+                f"time: unknown unit {json.dumps(unit)} in duration {json.dumps(text)}"
+            )
+        scale = _DURATION_UNITS_NS[unit]
+        total += int(whole or "0") * scale
+        if frac:
+            total += int(frac) * scale // 10 ** len(frac)
+        rest = rest[m.end() :]
+    return sign * total
+
+
+def _healthcheck(config: dict[str, Any], rest: str) -> None:
+    """HEALTHCHECK as buildkit's parseHealthcheck reads it; flags are ``--name=value`` words first."""
+    flags: dict[str, str] = {}
+    while rest.startswith("--"):
+        word, _, rest = rest.partition(" ")
+        rest = rest.strip()
+        name, eq, value = word[2:].partition("=")
+        if name not in ("interval", "timeout", "start-period", "start-interval", "retries"):
+            raise errdefs.InvalidParameter(f"unknown flag: {name}")
+        if not eq:
+            raise errdefs.InvalidParameter(f"missing a value on flag: {name}")
+        flags[name] = value
+    if not rest:
+        raise errdefs.InvalidParameter("HEALTHCHECK requires at least one argument")
+    head, _, args = rest.partition(" ")
+    kind, args = head.upper(), args.strip()
+    if kind == "NONE":
+        if args:
+            raise errdefs.InvalidParameter("HEALTHCHECK NONE takes no arguments")
+        config["Healthcheck"] = {"Test": ["NONE"]}
+        return
+    if kind != "CMD":
+        raise errdefs.InvalidParameter(f'Unknown type "{kind}" in HEALTHCHECK (try CMD)')
+    exec_form = _json_args(args)
+    test = ["CMD", *exec_form] if exec_form is not None else ["CMD-SHELL", args] if args else []
+    if len(test) < 2:
+        raise errdefs.InvalidParameter("Missing command after HEALTHCHECK CMD")
+    health: dict[str, Any] = {"Test": test}
+    for flag, field in _HEALTHCHECK_DURATIONS:
+        ns = go_duration(flags[flag]) if flags.get(flag) else 0
+        if 0 < ns < 1_000_000:
+            raise errdefs.InvalidParameter(f'Interval "{flag}" cannot be less than 1ms')
+        if ns:
+            health[field] = ns
+    if flags.get("retries"):
+        raw = flags["retries"]
+        if not re.fullmatch(r"[+-]?\d+", raw) or not -(2**31) <= int(raw) < 2**31:
+            reason = "invalid syntax" if not re.fullmatch(r"[+-]?\d+", raw) else "value out of range"
+            raise errdefs.InvalidParameter(f'strconv.ParseInt: parsing "{raw}": {reason}')
+        if int(raw) < 0:
+            raise errdefs.InvalidParameter(f"--retries cannot be negative ({int(raw)})")
+        if int(raw):
+            health["Retries"] = int(raw)
+    config["Healthcheck"] = health
+
+
 def apply_changes(config: dict[str, Any], changes: Iterable[str]) -> dict[str, Any]:
     """Apply Dockerfile ``changes`` to a container config dict (``Env``, ``Cmd``, … keys); returns it."""
     cmd_set = False
@@ -219,6 +302,8 @@ def apply_changes(config: dict[str, Any], changes: Iterable[str]) -> dict[str, A
                     raise errdefs.InvalidParameter("VOLUME specified can not be an empty string")
                 volumes[path] = {}
             config["Volumes"] = volumes
+        elif cmd == "healthcheck":
+            _healthcheck(config, rest)
         elif cmd == "stopsignal":
             sig = " ".join(_words(rest, env))
             if not _signal_ok(sig):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, BinaryIO, Protocol
+from typing import IO, BinaryIO, Protocol, cast
 
 from engine import errdefs
 from storage.content import ContentStore
@@ -100,24 +101,23 @@ def ingest_layer(
     layer_existed = known_chain is not None and layers.has(known_chain)
     with content.writer(f"layer-{expected_diff_id or 'import'}", expected=expected_blob) as writer:
         raw = io.BufferedReader(_Tee(source, writer), _CHUNK)
+        # The layer store decompresses, counts and hashes this one stream: the diff id and the
+        # tar's size come from it, so the bytes are hashed once for the diff id and once (raw,
+        # in the writer) for the blob.
         stream = LayerStream(raw)
-        counter = _Counter(stream.reader)
-        counted: BinaryIO = io.BufferedReader(counter, _CHUNK)
         try:
-            applied = layers.apply(parent_chain, counted, expected_diff_id=expected_diff_id)
+            applied = layers.apply(parent_chain, stream, expected_diff_id=expected_diff_id)
         except errdefs.InvalidParameter as e:
             if expected_diff_id is not None and e.message.startswith("layer verification failed"):
-                while counted.read(_CHUNK):
-                    pass
-                actual = "sha256:" + counter.hash.hexdigest()
+                stream.drain()
                 raise errdefs.InvalidParameter(
-                    f'invalid diffID for layer {layer_index}: expected "{expected_diff_id}", got "{actual}"'
+                    f'invalid diffID for layer {layer_index}: expected "{expected_diff_id}", '
+                    f'got "{stream.diff_id()}"'
                 ) from None
             raise
         new_layer = not layer_existed and (known_chain is None or known_chain == applied.chain_id)
         try:
-            while counted.read(_CHUNK):
-                pass
+            stream.drain()
             while raw.read(_CHUNK):
                 pass
             blob_existed = content.has(writer.digest())
@@ -132,7 +132,7 @@ def ingest_layer(
         blob=blob,
         media_type=_MEDIA_TYPES[stream.compression],
         size=content.size(blob),
-        uncompressed_size=counter.size,
+        uncompressed_size=stream.size,
     )
     return Ingested(record, new_layer, not blob_existed)
 
@@ -140,3 +140,52 @@ def ingest_layer(
 def _remove_quietly(layers: LayerStore, chain: str) -> None:
     with contextlib.suppress(errdefs.EngineError):
         layers.remove(chain)
+
+
+def apply_stored_blob(
+    layers: LayerStore,
+    content: ContentStore,
+    parent_chain: str | None,
+    blob: str,
+    *,
+    expected_diff_id: str,
+    wrap: Callable[[IO[bytes]], IO[bytes]] | None = None,
+) -> Ingested:
+    """Unpack a layer blob that is already in the content store (a pull's download) on ``parent_chain``.
+
+    ``wrap`` may interpose on the raw blob (the pull's ``Extracting`` progress). The record keeps the
+    blob as downloaded, its media type from its actual compression, and the tar's size.
+    """
+    known_chain = chain_id(parent_chain, expected_diff_id)
+    layer_existed = layers.has(known_chain)
+    with content.open(blob) as raw:
+        src: IO[bytes] = wrap(raw) if wrap is not None else raw
+        stream = LayerStream(cast(BinaryIO, src))
+        counter = _Counter(stream.reader)
+        counted: BinaryIO = io.BufferedReader(counter, _CHUNK)
+        try:
+            applied = layers.apply(parent_chain, counted, expected_diff_id=expected_diff_id)
+        except errdefs.InvalidParameter as e:
+            if e.message.startswith("layer verification failed"):
+                raise errdefs.InvalidParameter(
+                    "layers from manifest don't match image configuration"
+                ) from None
+            raise
+        try:
+            while counted.read(_CHUNK):
+                pass
+            while src.read(_CHUNK):
+                pass
+        except BaseException:
+            if not layer_existed:
+                _remove_quietly(layers, applied.chain_id)
+            raise
+    record = LayerRecord(
+        diff_id=applied.diff_id,
+        chain_id=applied.chain_id,
+        blob=blob,
+        media_type=_MEDIA_TYPES[stream.compression],
+        size=content.size(blob),
+        uncompressed_size=counter.size,
+    )
+    return Ingested(record, not layer_existed, False)

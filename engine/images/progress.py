@@ -54,6 +54,15 @@ def status(text: str, id_: str | None = None) -> Message:
     return msg
 
 
+def update(id_: str, text: str) -> Message:
+    """progress.Update: a per-layer status line (``Pulling fs layer``, ``Pushed``, …)."""
+    return {"status": text, "progressDetail": {}, "id": id_}
+
+
+def aux(data: dict[str, Any]) -> Message:
+    return {"progressDetail": {}, "aux": data}
+
+
 def progress(id_: str, action: str, current: int, total: int) -> Message:
     detail: dict[str, int] = {}
     if current:
@@ -76,6 +85,41 @@ def encode(msg: Message) -> bytes:
     text = json.dumps(msg, separators=(",", ":"), ensure_ascii=False)
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return text.encode() + b"\r\n"
+
+
+class ProgressMeter:
+    """The reporting rule of ``ProgressReader`` for code that counts bytes itself (async downloads):
+    ``advance(n)`` returns a message when one is due, ``done()`` the final one."""
+
+    def __init__(self, id_: str, action: str, total: int) -> None:
+        self.id = id_
+        self.action = action
+        self.total = total
+        self.current = 0
+        self._last_update = 0
+        self._last_emit = -_RATE_INTERVAL
+        self._every = min(_UPDATE_EVERY, int(0.01 * total)) if total > 0 else _UPDATE_EVERY
+        self._sent = -1
+
+    def advance(self, n: int) -> Message | None:
+        self.current += n
+        if self.current - self._last_update <= self._every:
+            return None
+        self._last_update = self.current
+        now = time.monotonic()
+        if self.current == self.total or now - self._last_emit >= _RATE_INTERVAL:
+            self._last_emit = now
+            self._sent = self.current
+            return progress(self.id, self.action, self.current, self.total)
+        return None
+
+    def done(self) -> Message | None:
+        """The end of the stream (Go's last Read returns the data with EOF): one last update
+        unless the latest one already showed everything."""
+        if self._sent == self.current:
+            return None
+        self._sent = self.current
+        return progress(self.id, self.action, self.current, self.total)
 
 
 class ProgressReader(io.RawIOBase):

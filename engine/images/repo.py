@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 
 from engine import errdefs
 from engine.images.model import Image
@@ -40,6 +41,10 @@ class ImageRepo:
         self._publish = publish
         self.lock = threading.RLock()
         self._layer_sizes: dict[str, int] = {}
+        # Layers and blobs a pull in progress relies on before its image exists: rmi, prune and
+        # garbage collection leave them alone.
+        self._pins: Counter[str] = Counter()
+        self._pins_lock = threading.Lock()
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -98,6 +103,28 @@ class ImageRepo:
     def image_size(self, image: Image) -> int:
         return sum(self.layer_size(c) for c in image.chain_ids)
 
+    # --- pins ------------------------------------------------------------------------------------
+
+    def pin(self, keys: Iterable[str]) -> None:
+        with self._pins_lock:
+            self._pins.update(keys)
+
+    def unpin(self, keys: Iterable[str]) -> None:
+        with self._pins_lock:
+            self._pins.subtract(keys)
+            for key in [k for k, n in self._pins.items() if n <= 0]:
+                del self._pins[key]
+
+    def pinned(self) -> set[str]:
+        with self._pins_lock:
+            return set(self._pins)
+
+    def chains_in_use(self) -> set[str]:
+        return self.store.chain_ids_in_use() | self.pinned()
+
+    def blobs_in_use(self) -> set[str]:
+        return self.store.layer_blobs_in_use() | self.pinned()
+
     # --- events ----------------------------------------------------------------------------------
 
     def event(self, action: str, image_id: str, name: str | None = None) -> None:
@@ -138,7 +165,7 @@ class ImageRepo:
         ``collect_garbage`` picks it up once that container is gone.
         """
         self.store.delete(image.id)
-        in_use = self.store.chain_ids_in_use()
+        in_use = self.chains_in_use()
         removed: list[str] = []
         for chain in reversed(image.chain_ids):
             if chain in in_use:
@@ -150,7 +177,7 @@ class ImageRepo:
             except errdefs.Conflict:
                 break
             removed.append(chain)
-        blobs_in_use = self.store.layer_blobs_in_use()
+        blobs_in_use = self.blobs_in_use()
         for layer in image.meta.layers:
             if layer.blob and layer.blob not in blobs_in_use and layer.blob != image.id:
                 with contextlib.suppress(errdefs.NotFound):
@@ -161,7 +188,7 @@ class ImageRepo:
         """Remove committed layers no image uses and no container builds on; returns their chain IDs."""
         removed: list[str] = []
         with self.lock:
-            in_use = self.store.chain_ids_in_use()
+            in_use = self.chains_in_use()
             progress = True
             while progress:
                 progress = False

@@ -1,5 +1,6 @@
 """ImageService: the image endpoints' domain logic (list, inspect, history, tag, rmi, prune, load, save,
-import) and the image lookups the containers service needs.
+import; pull, push and login through engine/images/remote.py) and the image lookups the containers
+service needs.
 
 Everything that touches the disk runs in worker threads through ``ImageRepo``; multi-step mutations
 hold the repo lock so they never interleave. Request bodies are spooled to a temp file under the
@@ -22,18 +23,23 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import httpx
 import zstandard
 
 from engine import errdefs
 from engine.events import EventBus
+from engine.images import commit as commit_
 from engine.images import importer, progress, saver, view
 from engine.images.delete import Deleter
+from engine.images.endpoints import RegistryOptions
 from engine.images.loader import Loader
 from engine.images.model import Image
 from engine.images.platform import Platform, host
 from engine.images.platform import parse as parse_platform
 from engine.images.progress import Message
-from engine.images.reference import parse_normalized_named, repo_tag_reference, validate_digest
+from engine.images.reference import Reference, repo_tag_reference
+from engine.images.regauth import AuthConfig
+from engine.images.remote import Remote
 from engine.images.repo import ImageRepo
 from engine.images.streams import Emitter, iterate_in_thread
 from engine.images.timestamps import now
@@ -56,6 +62,8 @@ class ImageService:
         events: EventBus,
         *,
         docker_version: str | None = None,
+        registry: RegistryOptions | None = None,
+        registry_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if docker_version is None:
             from engine.system import engine_version  # the version /version reports
@@ -65,6 +73,7 @@ class ImageService:
         self._events = events
         self._docker_version = docker_version
         self._repo = ImageRepo(store, layers, content, self._publish)
+        self._remote = Remote(self._repo, self._publish, registry, registry_transport)
         self._usage: UsageChecker | None = None
         self._prune_running = False
 
@@ -104,6 +113,29 @@ class ImageService:
     async def collect_garbage(self) -> list[str]:
         """Remove layers no image uses any more (e.g. after the last container of a deleted image)."""
         return await asyncio.to_thread(self._repo.collect_garbage)
+
+    async def commit(
+        self,
+        layer: commit_.RwLayer,
+        config: dict[str, Any],
+        *,
+        author: str,
+        comment: str,
+        ref: Reference | None,
+        container_config: dict[str, Any] | None = None,
+    ) -> str:
+        """The image half of ``POST /commit`` (engine/images/commit.py): the new image's ID."""
+        return await asyncio.to_thread(
+            commit_.commit_image,
+            self._repo,
+            layer,
+            config,
+            author=author,
+            comment=comment,
+            ref=ref,
+            docker_version=self._docker_version,
+            container_config=container_config,
+        )
 
     # --- read endpoints --------------------------------------------------------------------------
 
@@ -296,21 +328,28 @@ class ImageService:
 
         return await asyncio.to_thread(run)
 
-    async def pull(self, image: str, tag: str = "", platform: str = "") -> AsyncIterator[Message]:
-        """``POST /images/create?fromImage=``: references are checked like dockerd; pulling is not
-        implemented yet (no registry client), which is reported before any output."""
-        ref = parse_normalized_named(image)
-        if tag:
-            try:
-                validate_digest(tag)
-            except errdefs.InvalidParameter:
-                ref = ref.with_tag(tag)
-        if platform:
-            parse_platform(platform)
-        raise errdefs.NotImplemented_(
-            f"cannot pull {ref.familiar()}: pulling images is not supported by skiff yet "
-            "(no registry client); use `docker load` to add images"
-        )
+    async def pull(
+        self, image: str, tag: str = "", platform: str = "", auth: AuthConfig | None = None
+    ) -> AsyncIterator[Message]:
+        """``POST /images/create?fromImage=``: errors before the first message are raised (HTTP
+        errors); the rest is dockerd's pull stream (engine/images/pull.py)."""
+        return await self._remote.pull(image, tag, platform, auth or AuthConfig())
+
+    async def push(self, name: str, tag: str = "", auth: AuthConfig | None = None) -> AsyncIterator[Message]:
+        """``POST /images/{name}/push``: dockerd's push stream (engine/images/push.py)."""
+        return await self._remote.push(name, tag, auth or AuthConfig())
+
+    async def login(self, auth: AuthConfig) -> dict[str, str]:
+        """``POST /auth``: check the credentials against the registry (Unauthorized if refused)."""
+        return await self._remote.login(auth)
+
+    def begin_shutdown(self) -> None:
+        """End pull and push streams now, so the server's graceful shutdown is not held open."""
+        self._remote.cancel_streams()
+
+    async def aclose(self) -> None:
+        """Stop pulls and pushes in progress and close registry connections (daemon shutdown)."""
+        await self._remote.aclose()
 
 
 _MAGIC: tuple[tuple[bytes, str], ...] = (

@@ -15,7 +15,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Generic, TypeVar, cast
 
 T = TypeVar("T")
@@ -101,3 +101,42 @@ async def iterate_in_thread(fn: Callable[[Emitter[T]], None], maxsize: int = 64)
     finally:
         emitter.cancelled.set()
         _ = worker  # the worker finishes (and unwinds) on its own
+
+
+class _End:
+    pass
+
+
+async def stream_task(
+    work: Callable[[Callable[[T], None]], Awaitable[None]],
+    on_error: Callable[[Exception], T],
+    owner: set[asyncio.Task[None]],
+) -> AsyncIterator[T]:
+    """Yield what the coroutine ``work(emit)`` emits; its failure becomes a last item ``on_error(exc)``.
+
+    ``work`` runs as a task of its own (held in ``owner``, which cancels it on shutdown). When the
+    consumer goes away the task is cancelled, not awaited: it unwinds on its own, outside the
+    consumer's (level-triggered) cancel scope.
+    """
+    queue: asyncio.Queue[object] = asyncio.Queue()
+
+    async def runner() -> None:
+        try:
+            await work(queue.put_nowait)
+        except Exception as e:
+            queue.put_nowait(on_error(e))
+        finally:
+            queue.put_nowait(_End())
+
+    task = asyncio.create_task(runner())
+    owner.add(task)
+    task.add_done_callback(owner.discard)
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, _End):
+                break
+            yield cast(T, item)
+    finally:
+        if not task.done():
+            task.cancel()

@@ -549,13 +549,13 @@ def test_changes_add_modify(h: Harness) -> None:
         c = await h.create("aa")
         assert await h.admin.changes("aa") is None
         upper = h.upper(c)
-        (upper / "etc").mkdir()
+        (upper / "etc").mkdir(exist_ok=True)  # made at create for the init entries
         (upper / "etc" / "passwd").write_bytes(b"changed\n")
         (upper / "newdir" / "sub").mkdir(parents=True)
         (upper / "newdir" / "sub" / "f").write_bytes(b"f")
         # what runc leaves for its bind mounts is not a change (dockerd keeps them in its init layer)
         (upper / "etc" / "hostname").write_bytes(b"")
-        (upper / "proc").mkdir()
+        (upper / "proc").mkdir(exist_ok=True)
         (upper / "tmp").mkdir()
         (upper / "tmp" / "x").write_bytes(b"x")
         assert await h.admin.changes("aa") == [
@@ -577,7 +577,7 @@ def test_changes_skip_a_dir_holding_only_mount_points(h: Harness) -> None:
     async def go() -> None:
         c = await h.create("aa")
         upper = h.upper(c)
-        (upper / "etc").mkdir()
+        (upper / "etc").mkdir(exist_ok=True)
         for name in ("hostname", "hosts", "resolv.conf"):
             (upper / "etc" / name).write_bytes(b"")
         assert await h.admin.changes("aa") is None
@@ -630,7 +630,12 @@ def test_export_stopped_container(h: Harness) -> None:
         data = await _collect(await h.admin.export("aa"))
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             members = {m.name: m for m in tar.getmembers()}
-            assert set(members) == {"added.txt", "bin", "bin/sh", "data", "data/keep", "etc", "etc/passwd"}
+            init = {".dockerenv", "dev", "dev/console", "dev/pts", "dev/shm", "proc", "sys"}
+            init |= {"etc/hostname", "etc/hosts", "etc/mtab", "etc/resolv.conf"}
+            changed = {"added.txt", "bin", "bin/sh", "data", "data/keep", "etc", "etc/passwd"}
+            assert set(members) == changed | init
+            assert members["etc/mtab"].issym() and members["etc/mtab"].linkname == "/proc/mounts"
+            assert members[".dockerenv"].isfile() and members[".dockerenv"].mode == 0o755
             assert tar.extractfile("data/keep").read() == b"changed\n"  # type: ignore[union-attr]
             assert tar.extractfile("bin/sh").read() == BASE_FILES["bin/sh"]  # type: ignore[union-attr]
         scratch = h.tmp / "exec" / "export"

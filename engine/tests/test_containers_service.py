@@ -73,12 +73,16 @@ class FakeImages:
 
 
 class FakeLayers:
-    def __init__(self) -> None:
+    def __init__(self, tmp: Path) -> None:
         self.rw: set[str] = set()
-        self.snapshotter = SimpleNamespace(mounts=lambda key: [])
+        upper = tmp / "upper"
+        self.snapshotter = SimpleNamespace(
+            mounts=lambda key: [], upperdir=lambda key: upper / key, lowerdirs=lambda key: []
+        )
 
     def prepare_rw(self, key: str, parent: str | None) -> list[Any]:
         self.rw.add(key)
+        (self.snapshotter.upperdir(key)).mkdir(parents=True)
         return []
 
     def remove_rw(self, key: str) -> None:
@@ -92,7 +96,7 @@ class Harness:
         self.tmp = tmp
         self.runtime = FakeRuntime({"stubborn": _stubborn, "chatty": _chatty, "oom": _oom})
         self.bus = EventBus()
-        self.layers = FakeLayers()
+        self.layers = FakeLayers(tmp)
         self.service = self.new_service()
 
     def new_service(self) -> ContainerService:
@@ -237,7 +241,10 @@ def test_run_records_exit_logs_and_events_in_dockerd_order(tmp: Path) -> None:
         assert h.events(c.id) == ["create", "start", "die"]
         assert h.event(c.id, "die").attributes["exitCode"] == "3"
         _, entries = open_logs(h.service, c.id, LogsOptions(stdout=True, stderr=True))
-        assert [item async for item in entries] == [("stdout", b"hello\n"), ("stderr", b"oops\n")]
+        assert [item async for batch in entries for item in batch] == [
+            ("stdout", b"hello\n"),
+            ("stderr", b"oops\n"),
+        ]
         assert not (h.tmp / "exec" / "bundles" / c.id).exists()
         # not-running on an exited container answers at once with its code
         assert (await h.service.wait(c.id, None)).status_code == 3
@@ -337,6 +344,39 @@ def test_kill_texts_and_waiting(tmp: Path) -> None:
         with pytest.raises(errdefs.Conflict) as err:
             await h.service.kill(c.id, "TERM")
         assert err.value.message == f"container {c.id} is not running"
+
+    with_harness(tmp, body)
+
+
+def test_resize_needs_a_running_container(tmp: Path) -> None:
+    async def body(h: Harness) -> None:
+        idle = await h.create(None, Cmd=["sleep", "30"])
+        with pytest.raises(errdefs.Conflict) as err:
+            await h.service.resize(idle.id, 24, 80)  # dockerd 28: no task, no resize
+        assert err.value.message == f"container {idle.id} is not running"
+        c = await h.run(["sleep", "30"])
+        await h.service.resize(c.id, 24, 80)  # no TTY: nothing to size, still 200 and an event
+        assert h.event(c.id, "resize").attributes["height"] == "24"
+        await h.service.kill(c.id)
+        with pytest.raises(errdefs.Conflict):
+            await h.service.resize(c.id, 24, 80)
+
+    with_harness(tmp, body)
+
+
+def test_predefined_network_ids_are_filled_at_start(tmp: Path) -> None:
+    async def body(h: Harness) -> None:
+        h.service.network_ids = {"bridge": "b" * 64, "none": "n" * 64}
+        c = await h.create(None, Cmd=["true"])
+        assert c.network_settings["Networks"]["bridge"]["NetworkID"] == ""  # as dockerd before a start
+        waiting = h.service.wait(c.id, "next-exit")
+        await h.service.start(c.id)
+        await waiting
+        assert c.network_settings["Networks"]["bridge"]["NetworkID"] == "b" * 64  # kept after the exit
+        assert on_disk(h, c.id)["network_settings"]["Networks"]["bridge"]["NetworkID"] == "b" * 64
+        other = await h.create(None, Cmd=["true"], HostConfig={"NetworkMode": "none"})
+        await h.service.start(other.id)
+        assert other.network_settings["Networks"]["none"]["NetworkID"] == "n" * 64
 
     with_harness(tmp, body)
 
@@ -573,8 +613,8 @@ def test_logs_follow_ends_when_the_container_stops(tmp: Path) -> None:
         c = await h.run(["chatty", "20"])
         _, entries = open_logs(h.service, c.id, LogsOptions(stdout=True, follow=True))
 
-        async def collect(it: AsyncIterator[tuple[str, bytes]]) -> list[bytes]:
-            return [data async for _, data in it]
+        async def collect(it: AsyncIterator[list[tuple[str, bytes]]]) -> list[bytes]:
+            return [data async for batch in it for _, data in batch]
 
         lines = await asyncio.wait_for(collect(entries), 5)
         assert lines == [f"line {i}\n".encode() for i in range(20)]

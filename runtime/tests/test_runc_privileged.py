@@ -318,7 +318,8 @@ def test_missing_executable(runc_env: RuncEnv) -> None:
             await rt.create(cid, bundle.path, IOSpec())
         assert caught.value.exit_code == 127
         assert caught.value.message == (
-            "failed to create shim task: OCI runtime create failed: runc create failed: unable to start "
+            "failed to create task for container: failed to create shim task: OCI runtime create failed: "
+            "runc create failed: unable to start "
             'container process: exec: "nope": executable file not found in $PATH: unknown'
         )
         assert cid not in await rt.list_ids()
@@ -428,6 +429,82 @@ def test_cancelled_exec_leaves_no_process(runc_env: RuncEnv) -> None:
                 break
             await asyncio.sleep(0.02)
         assert (procs / "cgroup.procs").read_text().split() == [str(task.pid)]
+        await task.delete(force=True)
+
+    run(runc_env, scenario)
+    assert zombie_children() == []
+
+
+PROBE = (
+    "id; pwd; echo HOME=$HOME; grep -E '^(Cap|NoNewPrivs)' /proc/self/status; sort /proc/self/cgroup; "
+    "for n in ipc mnt net pid uts; do readlink /proc/self/ns/$n; done; ulimit -n; "
+    "cat /proc/self/oom_score_adj; ls /proc/self/fd; echo err >&2"
+)
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        {"uid": 0, "gid": 0},
+        {"uid": 1000, "gid": 1000, "additionalGids": [1000, 1234]},
+    ],
+)
+def test_fast_exec_starts_the_same_process_as_runc_exec(runc_env: RuncEnv, user: dict[str, Any]) -> None:
+    cid, bundle = runc_env.bundle(["sleep", "100"])
+
+    async def scenario(rt: OciRuntime) -> None:
+        assert rt.fast_exec is not None
+        task = await rt.create(cid, bundle.path, IOSpec())
+        await task.start()
+        caps = ["CAP_KILL", "CAP_CHOWN", "CAP_NET_BIND_SERVICE"]
+        spec = {
+            "args": ["sh", "-c", PROBE],
+            "cwd": "/tmp",
+            "env": ["PATH=/bin"],
+            "user": user,
+            "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}],
+            "noNewPrivileges": True,
+            "oomScoreAdj": 100,
+        }
+        seen = []
+        for helper in (rt.fast_exec, None):
+            rt.fast_exec = helper
+            proc = await task.exec(f"probe-{len(seen)}", dict(spec), IOSpec())
+            out, err = await drain(proc.stdio.stdout), await drain(proc.stdio.stderr)
+            seen.append((out.decode(), err, (await proc.wait()).code))
+        fast, runc = seen
+        assert fast[0].splitlines() == runc[0].splitlines()
+        assert fast == runc
+        assert fast[2] == 0 and "CapBnd:\t0000000000000421" in fast[0] and "NoNewPrivs:\t1" in fast[0]
+        await task.delete(force=True)
+
+    run(runc_env, scenario)
+    assert zombie_children() == []
+
+
+def test_fast_exec_errors_match_runc(runc_env: RuncEnv) -> None:
+    cid, bundle = runc_env.bundle(["sleep", "100"])
+
+    async def scenario(rt: OciRuntime) -> None:
+        task = await rt.create(cid, bundle.path, IOSpec())
+        await task.start()
+        helper = rt.fast_exec
+        for args, cwd in (
+            (["nope"], "/"),
+            (["/notexec"], "/"),
+            (["/tmp"], "/"),
+            (["/x/y"], "/"),
+            (["true"], "/no"),
+        ):
+            messages = []
+            for current in (helper, None):
+                rt.fast_exec = current
+                with pytest.raises(StartError) as caught:
+                    await task.exec("bad", {"args": args, "cwd": cwd, "env": ["PATH=/bin"]}, IOSpec())
+                messages.append((caught.value.message, caught.value.exit_code))
+            assert messages[0] == messages[1], args
+        rt.fast_exec = helper
         await task.delete(force=True)
 
     run(runc_env, scenario)

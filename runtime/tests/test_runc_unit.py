@@ -94,7 +94,8 @@ def test_create_error_missing_executable() -> None:
     assert isinstance(err, StartError) and isinstance(err, errdefs.InvalidParameter)
     assert err.exit_code == 127
     assert err.message == (
-        "failed to create shim task: OCI runtime create failed: runc create failed: unable to start "
+        "failed to create task for container: failed to create shim task: OCI runtime create failed: "
+        "runc create failed: unable to start "
         'container process: exec: "nope": executable file not found in $PATH: unknown'
     )
 
@@ -181,5 +182,7 @@ def test_spec_facts() -> None:
             },
         }
     )
-    assert facts == runc._SpecFacts(cgroups_path="/skiff/abc", own_pid_namespace=False, terminal=True)
+    assert facts == runc._SpecFacts(
+        cgroups_path="/skiff/abc", own_pid_namespace=False, terminal=True, fast_exec=True
+    )
     assert runc._SpecFacts.of({"linux": {"namespaces": [{"type": "pid"}]}}).own_pid_namespace

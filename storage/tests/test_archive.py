@@ -430,3 +430,20 @@ def test_export_upper_converts_whiteouts_back(tmp_path: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(export(upper))) as tf:
         raw = {m.name: m for m in tf.getmembers()}
     assert raw["etc/motd"].ischr() and "opt/.wh..wh..opq" not in raw
+
+
+def test_export_exclude_leaves_out_paths_and_their_subtrees(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    entries = [
+        directory("etc"),
+        file("etc/hostname"),
+        file("etc/keep", b"k"),
+        directory("proc"),
+        file("proc/inner"),
+        file("x", b"x"),
+    ]
+    apply_layer_tar(io.BytesIO(make_tar(entries)), src)
+    buf = io.BytesIO()
+    export_tar(src, buf, exclude={"etc/hostname", "proc"})
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tf:
+        assert tf.getnames() == ["etc", "etc/keep", "x"]

@@ -8,6 +8,7 @@ import io
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import zstandard
 
 from engine import errdefs
 from storage.content import ContentStore
-from storage.layers import LayerStore, chain_id, chain_ids
+from storage.layers import LayerStore, LayerStream, chain_id, chain_ids
 from storage.snapshots import OverlaySnapshotter
 from storage.tests.conftest import MountTracker, needs_root
 from storage.tests.tarutil import directory, file, make_tar, symlink
@@ -78,6 +79,21 @@ def test_diff_id_is_independent_of_compression(tmp_path: Path, blob: bytes) -> N
     assert store.diff_id(applied.chain_id) == applied.diff_id
     fs = store.snapshotter.upperdir(applied.chain_id)
     assert (fs / "etc/hostname").read_bytes() == b"skiff\n"
+
+
+@pytest.mark.parametrize("compress", [bytes, gzip.compress], ids=["plain", "gzip"])
+def test_apply_takes_the_callers_layer_stream(store: LayerStore, compress: Callable[[bytes], bytes]) -> None:
+    # The caller keeps the stream to learn the compression, size and diff id without hashing twice.
+    blob = compress(LAYER)
+    stream = LayerStream(io.BytesIO(blob))
+    applied = store.apply(None, stream)
+    stream.drain()
+    assert applied.diff_id == stream.diff_id() == sha(LAYER)
+    assert stream.size == len(LAYER)
+    assert stream.compression == ("none" if compress is bytes else "gzip")
+    known = LayerStream(io.BytesIO(blob))
+    assert store.apply(None, known, expected_diff_id=applied.diff_id) == applied
+    assert known.size == len(LAYER) and known.diff_id() == applied.diff_id
 
 
 def test_apply_twice_is_idempotent(store: LayerStore) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import struct
 from pathlib import Path
 
 import pytest
 
 from engine import errdefs
 from storage.mount import Mount
-from storage.snapshots import OverlaySnapshotter
+from storage.snapshots import FS_IOC_GETFLAGS, FS_TOPDIR_FL, OverlaySnapshotter, mark_topdir
 from storage.tests.conftest import MountTracker, needs_root
 from storage.tests.snapshotter_suite import SnapshotterSuite
 
@@ -109,3 +112,22 @@ def test_overlay_many_layers(tmp_path: Path, mounts: MountTracker) -> None:
     target = mounts.mount(rw, tmp_path / "rootfs")
     assert len(list(target.iterdir())) == 120
     assert (target / "f0").read_text() == "0"
+
+
+def test_snapshot_directories_are_spread_where_the_file_system_can(tmp_path: Path) -> None:
+    # ext4 honours FS_TOPDIR_FL (chattr +T); elsewhere the hint is refused and nothing changes.
+    sn = OverlaySnapshotter(tmp_path / "overlay")
+    snapshots = tmp_path / "overlay" / "snapshots"
+    fd = os.open(snapshots, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        buf = bytearray(8)
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf)
+    except OSError:
+        pytest.skip("this file system has no inode flags")
+    finally:
+        os.close(fd)
+    assert struct.unpack_from("=I", buf)[0] & FS_TOPDIR_FL
+    assert mark_topdir(snapshots)  # idempotent
+    sn.prepare("a", None)
+    assert (snapshots / "1" / "fs").is_dir()
+    assert not mark_topdir(tmp_path / "missing")

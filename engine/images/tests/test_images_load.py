@@ -355,11 +355,12 @@ def test_import_platform_and_untagged(env: Env) -> None:
     assert env.events.actions() == ["import"]
 
 
-def test_pull_is_refused_clearly(env: Env) -> None:
-    with pytest.raises(errdefs.NotImplemented_, match=r"pulling images is not supported"):
-        run(env.service.pull("busybox", "latest"))
+def test_pull_references_are_checked_before_any_request(env: Env) -> None:
+    # (Pulls themselves are in test_registry_pull.py, against an in-memory registry.)
     with pytest.raises(errdefs.InvalidParameter, match=r"must be lowercase"):
         run(env.service.pull("Busybox"))
+    with pytest.raises(errdefs.Forbidden, match=r"'scratch' is a reserved name"):
+        run(env.service.pull("scratch", "latest"))
 
 
 def test_symlinked_and_hardlinked_layers_in_archive(env: Env) -> None:

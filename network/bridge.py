@@ -1,0 +1,338 @@
+"""BridgeDriver: Linux bridges and veth pairs through pyroute2, iptables through ``network.firewall``.
+
+A network is a bridge (``br-<id12>``, or ``com.docker.network.bridge.name``; ``skiff0`` for the
+default network, which the engine names that way) carrying the gateway address. An endpoint is a
+veth pair: the host side ``veth<7 hex>`` is a port of the bridge (hairpin on, so a container can
+reach itself through its published port), the peer waits in the host namespace until ``join``
+moves it into the sandbox, renamed ``eth0``, with the endpoint's address and MAC and a default
+route via the gateway (unless the network is internal or the caller asks for none). Deleting the
+interface inside the sandbox, or the sandbox itself, destroys both ends.
+
+The link work itself is in ``network.links`` and runs in worker threads; this module keeps the
+books (networks, endpoints, published ports) and drives the firewall and the port allocator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_address
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from engine import errdefs
+from network.driver import EndpointInfo, EndpointSpec, JoinInfo, NetworkSpec, mac_address
+from network.firewall import BridgeRules, Firewall, PortForward
+from network.links import (
+    create_veth,
+    delete_bridge,
+    delete_veth,
+    ensure_bridge,
+    move_into_sandbox,
+    remove_from_sandbox,
+    write_sysctl,
+)
+from network.portmap import ANY_ADDRESS, PortAllocator, PortBinding, PortMapping
+
+T = TypeVar("T")
+
+# Driver options (docker network create -o), as dockerd's bridge driver names them.
+BRIDGE_NAME = "com.docker.network.bridge.name"
+MTU = "com.docker.network.driver.mtu"
+ENABLE_ICC = "com.docker.network.bridge.enable_icc"
+ENABLE_IP_MASQUERADE = "com.docker.network.bridge.enable_ip_masquerade"
+HOST_BINDING_IPV4 = "com.docker.network.bridge.host_binding_ipv4"
+DEFAULT_MTU = 1500
+_IFNAME = re.compile(r"[^\s/:]{1,15}")
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """A network's driver options, parsed and checked."""
+
+    bridge: str
+    subnet: IPv4Network
+    gateway: IPv4Interface
+    mtu: int = DEFAULT_MTU
+    icc: bool = True
+    masquerade: bool = True
+    host_binding_ipv4: IPv4Address = ANY_ADDRESS
+
+    @classmethod
+    def from_spec(cls, spec: NetworkSpec) -> BridgeConfig:
+        if spec.subnet is None or spec.gateway is None:
+            raise errdefs.InvalidParameter("a bridge network needs a subnet and a gateway")
+        opts = spec.options
+        name = opts.get(BRIDGE_NAME) or f"br-{spec.network_id[:12]}"
+        if not _IFNAME.fullmatch(name):
+            raise errdefs.InvalidParameter(f"invalid bridge name: {name!r}")
+        try:
+            mtu = int(opts.get(MTU) or DEFAULT_MTU)
+            host_ip = IPv4Address(opts.get(HOST_BINDING_IPV4) or "0.0.0.0")
+        except ValueError as e:
+            raise errdefs.InvalidParameter(f"invalid network option: {e}") from None
+        if not 68 <= mtu <= 65535:
+            raise errdefs.InvalidParameter(f"invalid MTU number: {mtu}")
+        return cls(
+            name,
+            spec.subnet,
+            spec.gateway,
+            mtu,
+            _bool_opt(opts, ENABLE_ICC),
+            _bool_opt(opts, ENABLE_IP_MASQUERADE),
+            host_ip,
+        )
+
+
+def _bool_opt(opts: Mapping[str, str], key: str) -> bool:
+    value = str(opts.get(key, "true")).strip().lower()
+    if value in ("1", "t", "true"):
+        return True
+    if value in ("0", "f", "false"):
+        return False
+    raise errdefs.InvalidParameter(f"invalid value for {key}: {value!r}")
+
+
+@dataclass
+class _Endpoint:
+    info: EndpointInfo
+    address: IPv4Interface
+    peer_ifname: str
+    netns: Path | None = None
+    ifname: str = ""
+    mappings: list[PortMapping] = field(default_factory=list)
+
+
+@dataclass
+class _Network:
+    spec: NetworkSpec
+    config: BridgeConfig
+    endpoints: dict[str, _Endpoint] = field(default_factory=dict)
+
+
+def _netlink(what: str, e: NetlinkError) -> errdefs.EngineError:
+    return errdefs.Internal(f"{what}: {os.strerror(e.code) if e.code > 0 else e}")
+
+
+def _binding_address(text: str, default: IPv4Address) -> IPv4Address | None:
+    if not text:
+        return default
+    try:
+        ip = ip_address(text)
+    except ValueError:
+        raise errdefs.InvalidParameter(f"invalid IP address in port binding: {text}") from None
+    return ip if isinstance(ip, IPv4Address) else None
+
+
+class BridgeDriver:
+    """``ip_forward=True`` sets net.ipv4.ip_forward=1 with the first network, as dockerd's --ip-forward
+    does; skiff's daemon passes its flag, tests leave the host's setting alone."""
+
+    name = "bridge"
+
+    def __init__(
+        self,
+        firewall: Firewall | None = None,
+        ports: PortAllocator | None = None,
+        *,
+        ip_forward: bool = False,
+    ) -> None:
+        self.firewall = firewall or Firewall()
+        self.ports = ports or PortAllocator()
+        self.ip_forward = ip_forward
+        self._networks: dict[str, _Network] = {}
+
+    async def create_network(self, spec: NetworkSpec) -> None:
+        config = BridgeConfig.from_spec(spec)
+        existing = self._networks.get(spec.network_id)
+        if existing is not None:
+            if existing.spec == spec:
+                return
+            raise errdefs.Conflict(f"network {spec.network_id} already exists with another configuration")
+        for other in self._networks.values():
+            if other.config.bridge == config.bridge and other.spec.network_id != spec.network_id:
+                raise errdefs.Forbidden(
+                    f"cannot create network {spec.network_id} ({config.bridge}): conflicts with network "
+                    f"{other.spec.network_id} ({other.config.bridge}): networks have same bridge name"
+                )
+        await self._thread(
+            functools.partial(
+                ensure_bridge,
+                config.bridge,
+                config.gateway,
+                config.mtu,
+                route_localnet=not spec.internal,
+                owner=spec.network_id,
+            ),
+            what="failed to create bridge",
+        )
+        try:
+            if self.ip_forward and not spec.internal:
+                await asyncio.to_thread(write_sysctl, "net.ipv4.ip_forward", "1")
+            await self.firewall.add_network(
+                BridgeRules(config.bridge, config.subnet, spec.internal, config.icc, config.masquerade)
+            )
+        except BaseException:
+            await self._thread(delete_bridge, config.bridge, what="failed to delete bridge")
+            raise
+        self._networks[spec.network_id] = _Network(spec, config)
+
+    async def delete_network(self, network_id: str) -> None:
+        net = self._networks.get(network_id)
+        if net is None:
+            return
+        if net.endpoints:
+            raise errdefs.Forbidden(f"network {network_id} has active endpoints")
+        await self.firewall.remove_network(net.config.bridge)
+        await self._thread(delete_bridge, net.config.bridge, what="failed to delete bridge")
+        del self._networks[network_id]
+
+    async def create_endpoint(self, network_id: str, endpoint: EndpointSpec) -> EndpointInfo:
+        net = self._network(network_id)
+        if endpoint.endpoint_id in net.endpoints:
+            raise errdefs.Conflict(f"endpoint {endpoint.endpoint_id} already exists")
+        address = endpoint.address
+        if address is None or address.network != net.config.subnet:
+            raise errdefs.InvalidParameter(
+                f"address {address} is not in the network's subnet {net.config.subnet}"
+            )
+        mac = endpoint.mac_address or mac_address(address.ip)
+        host, peer = await self._thread(
+            create_veth, net.config.bridge, mac, net.config.mtu, what="failed to create veth"
+        )
+        info = EndpointInfo(network_id, endpoint.endpoint_id, address, mac, host)
+        net.endpoints[endpoint.endpoint_id] = _Endpoint(info, address, peer)
+        return info
+
+    async def join(
+        self,
+        network_id: str,
+        endpoint_id: str,
+        netns: Path,
+        *,
+        ifname: str = "eth0",
+        default_route: bool = True,
+    ) -> JoinInfo:
+        net = self._network(network_id)
+        ep = self._endpoint(net, endpoint_id)
+        if ep.netns is not None:
+            raise errdefs.Conflict(f"endpoint {endpoint_id} is already joined")
+        gateway = net.config.gateway.ip if default_route and not net.spec.internal else None
+        await self._thread(
+            move_into_sandbox, ep.peer_ifname, netns, ifname, ep.address, gateway, what="failed to join"
+        )
+        ep.netns, ep.ifname = netns, ifname
+        return JoinInfo(ifname, gateway)
+
+    async def leave(self, network_id: str, endpoint_id: str) -> None:
+        net = self._network(network_id)
+        ep = self._endpoint(net, endpoint_id)
+        await self.unpublish_ports(network_id, endpoint_id)
+        if ep.netns is not None:
+            await self._thread(remove_from_sandbox, ep.netns, ep.ifname, what="failed to leave")
+            ep.netns, ep.ifname = None, ""
+
+    async def delete_endpoint(self, network_id: str, endpoint_id: str) -> None:
+        net = self._network(network_id)
+        ep = net.endpoints.get(endpoint_id)
+        if ep is None:
+            return
+        await self.leave(network_id, endpoint_id)
+        await self._thread(delete_veth, ep.info.host_ifname, what="failed to delete veth")
+        del net.endpoints[endpoint_id]
+
+    async def publish_ports(
+        self, network_id: str, endpoint_id: str, bindings: Sequence[PortBinding]
+    ) -> list[PortMapping]:
+        net = self._network(network_id)
+        ep = self._endpoint(net, endpoint_id)
+        if net.spec.internal or not bindings:
+            return []  # dockerd programs no external connectivity for internal networks
+        mappings: list[PortMapping] = []
+        try:
+            for b in bindings:
+                host_ip = _binding_address(b.host_ip, net.config.host_binding_ipv4)
+                if host_ip is None:
+                    continue  # an IPv6 binding: skiff's networks are IPv4 only, as dockerd's without --ipv6
+                port = self.ports.allocate(b.proto, host_ip, b.host_port, b.host_port_end)
+                mappings.append(PortMapping(b.proto, host_ip, port, ep.address.ip, b.container_port))
+            await self.firewall.add_forwards([self._forward(net, m) for m in mappings])
+        except BaseException:
+            for m in mappings:
+                self.ports.release(m.proto, m.host_ip, m.host_port)
+            raise
+        ep.mappings += mappings
+        return mappings
+
+    async def unpublish_ports(self, network_id: str, endpoint_id: str) -> None:
+        net = self._network(network_id)
+        ep = self._endpoint(net, endpoint_id)
+        if not ep.mappings:
+            return
+        await self.firewall.remove_forwards([self._forward(net, m) for m in ep.mappings])
+        for m in ep.mappings:
+            self.ports.release(m.proto, m.host_ip, m.host_port)
+        ep.mappings = []
+
+    async def close(self) -> None:
+        """Remove every bridge, veth, rule and port reservation this driver made. Best effort: one
+        failure does not keep the rest in place; the first error is raised at the end."""
+        errors: list[BaseException] = []
+        for network_id, net in list(self._networks.items()):
+            for endpoint_id in list(net.endpoints):
+                try:
+                    await self.delete_endpoint(network_id, endpoint_id)
+                except errdefs.EngineError as e:
+                    errors.append(e)
+                    net.endpoints.pop(endpoint_id, None)
+            try:
+                await self.delete_network(network_id)
+            except errdefs.EngineError as e:
+                errors.append(e)
+                self._networks.pop(network_id, None)
+        try:
+            await self.firewall.close()
+        finally:
+            self.ports.release_all()
+        if errors:
+            raise errors[0]
+
+    def endpoint(self, network_id: str, endpoint_id: str) -> EndpointInfo:
+        return self._endpoint(self._network(network_id), endpoint_id).info
+
+    def bridge_name(self, network_id: str) -> str:
+        return self._network(network_id).config.bridge
+
+    @staticmethod
+    def _forward(net: _Network, m: PortMapping) -> PortForward:
+        return PortForward(
+            net.config.bridge, m.proto, m.host_ip, m.host_port, m.container_ip, m.container_port
+        )
+
+    def _network(self, network_id: str) -> _Network:
+        net = self._networks.get(network_id)
+        if net is None:
+            raise errdefs.NotFound(f"network {network_id} not found")
+        return net
+
+    @staticmethod
+    def _endpoint(net: _Network, endpoint_id: str) -> _Endpoint:
+        ep = net.endpoints.get(endpoint_id)
+        if ep is None:
+            raise errdefs.NotFound(f"endpoint {endpoint_id} not found")
+        return ep
+
+    @staticmethod
+    async def _thread(fn: Callable[..., T], *args: Any, what: str) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except NetlinkError as e:
+            raise _netlink(what, e) from None
+        except OSError as e:
+            raise errdefs.Internal(f"{what}: {e}") from None

@@ -1,0 +1,199 @@
+"""Link-level kernel work for the bridge driver, through pyroute2 (blocking; run in worker threads).
+
+Bridges carry a fixed locally administered MAC (02:42:...), as dockerd's do, so the bridge's
+address does not change as ports come and go. Veth pairs are made in the host namespace with the
+endpoint's MAC on the peer; joining moves the peer into the sandbox under its final name and
+configures it from a thread inside the sandbox. Every function unwinds what it made if it fails.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import socket
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from engine import errdefs
+from network.sandbox import is_netns, run_in_netns
+
+
+def _random_mac() -> str:
+    return "02:42:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(4))
+
+
+def _link_index(ipr: IPRoute, name: str) -> int | None:
+    found = ipr.link_lookup(ifname=name)
+    return int(found[0]) if found else None
+
+
+def _delete_link(ipr: IPRoute, name: str) -> None:
+    index = _link_index(ipr, name)
+    if index is not None:
+        try:
+            ipr.link("del", index=index)
+        except NetlinkError as e:
+            if e.code not in (errno.ENODEV, errno.ENOENT):
+                raise
+
+
+def write_sysctl(key: str, value: str) -> None:
+    with open(f"/proc/sys/{key.replace('.', '/')}", "w", encoding="ascii") as f:
+        f.write(value)
+
+
+def ensure_bridge(name: str, gw: IPv4Interface, mtu: int, *, route_localnet: bool, owner: str) -> None:
+    """Create the bridge, or adopt one left by a crash (emptied of its stale veth ports).
+    ``owner`` names the network in error messages."""
+    with IPRoute() as ipr:
+        index = _link_index(ipr, name)
+        created = index is None
+        try:
+            if index is None:
+                ipr.link("add", ifname=name, kind="bridge", address=_random_mac(), mtu=mtu)
+                index = _link_index(ipr, name)
+                assert index is not None
+            else:
+                _check_adoptable(ipr, index, name, gw, owner)
+                for port in ipr.get_links():
+                    if port.get("master") == index and str(port.get("ifname", "")).startswith("veth"):
+                        ipr.link("del", index=port["index"])
+                ipr.link("set", index=index, mtu=mtu)
+            if not any(
+                a.get("address") == str(gw.ip) and a["prefixlen"] == gw.network.prefixlen
+                for a in ipr.get_addr(index=index, family=socket.AF_INET)
+            ):
+                ipr.addr(
+                    "add",
+                    index=index,
+                    address=str(gw.ip),
+                    prefixlen=gw.network.prefixlen,
+                    broadcast=str(gw.network.broadcast_address),
+                )
+            if route_localnet:
+                # Lets the OUTPUT DNAT send 127.0.0.1-sourced packets into the bridge (published on loopback).
+                write_sysctl(f"net.ipv4.conf.{name}.route_localnet", "1")
+            ipr.link("set", index=index, state="up")
+        except BaseException:
+            if created:
+                _delete_link(ipr, name)
+            raise
+
+
+def _check_adoptable(ipr: IPRoute, index: int, name: str, gw: IPv4Interface, owner: str) -> None:
+    link = ipr.get_links(index)[0]
+    if link.get(("linkinfo", "kind")) != "bridge":
+        raise errdefs.Forbidden(f"cannot create network {owner} ({name}): not a bridge device")
+    for a in ipr.get_addr(index=index, family=socket.AF_INET):
+        if a.get("address") != str(gw.ip):
+            raise errdefs.Forbidden(
+                f"cannot create network {owner} ({name}): "
+                f"the bridge already has the address {a.get('address')}/{a['prefixlen']}"
+            )
+
+
+def delete_bridge(name: str) -> None:
+    with IPRoute() as ipr:
+        index = _link_index(ipr, name)
+        if index is None:
+            return
+        for port in ipr.get_links():
+            if port.get("master") == index and str(port.get("ifname", "")).startswith("veth"):
+                _delete_link(ipr, str(port.get("ifname")))
+        _delete_link(ipr, name)
+
+
+def create_veth(bridge: str, mac: str, mtu: int) -> tuple[str, str]:
+    """A veth pair with its host side up on ``bridge``; returns (host name, peer name)."""
+    with IPRoute() as ipr:
+        master = _link_index(ipr, bridge)
+        if master is None:
+            raise errdefs.NotFound(f"bridge {bridge} does not exist")
+        for _ in range(8):
+            host, peer = f"veth{secrets.token_hex(4)[:7]}", f"veth{secrets.token_hex(4)[:7]}"
+            try:
+                ipr.link(
+                    "add",
+                    ifname=host,
+                    kind="veth",
+                    mtu=mtu,
+                    peer={"ifname": peer, "address": mac, "mtu": mtu},
+                )
+                break
+            except NetlinkError as e:
+                if e.code != errno.EEXIST:
+                    raise
+        else:
+            raise errdefs.Internal("could not find a free veth name")
+        try:
+            index = _link_index(ipr, host)
+            assert index is not None
+            ipr.link("set", index=index, master=master, state="up")
+            ipr.brport("set", index=index, mode=1)  # hairpin
+        except BaseException:
+            _delete_link(ipr, host)
+            raise
+        return host, peer
+
+
+def move_into_sandbox(
+    peer: str, netns: Path, ifname: str, address: IPv4Interface, gateway: IPv4Address | None
+) -> None:
+    def name_taken() -> bool:
+        with IPRoute() as inner:
+            return _link_index(inner, ifname) is not None
+
+    # The kernel moves a link under its old name and renames it afterwards, so a clash would leave
+    # the veth half-moved: check first (the engine serialises joins of one sandbox).
+    if run_in_netns(netns, name_taken):
+        raise errdefs.Conflict(f"interface {ifname} already exists in the sandbox")
+    with IPRoute() as ipr:
+        index = _link_index(ipr, peer)
+        if index is None:
+            raise errdefs.NotFound(f"endpoint interface {peer} does not exist")
+        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            ipr.link("set", index=index, net_ns_fd=fd, ifname=ifname)
+        finally:
+            os.close(fd)
+
+    def configure() -> None:
+        with IPRoute() as inner:
+            idx = _link_index(inner, ifname)
+            assert idx is not None
+            try:
+                inner.addr(
+                    "add",
+                    index=idx,
+                    address=str(address.ip),
+                    prefixlen=address.network.prefixlen,
+                    broadcast=str(address.network.broadcast_address),
+                )
+                inner.link("set", index=idx, state="up")
+                if gateway is not None:
+                    inner.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
+            except BaseException:
+                _delete_link(inner, ifname)  # both ends go; the engine deletes the endpoint
+                raise
+
+    run_in_netns(netns, configure)
+
+
+def remove_from_sandbox(netns: Path, ifname: str) -> None:
+    if not is_netns(netns):
+        return  # the sandbox is gone, and the veth pair with it
+
+    def remove() -> None:
+        with IPRoute() as inner:
+            _delete_link(inner, ifname)
+
+    run_in_netns(netns, remove)
+
+
+def delete_veth(host: str) -> None:
+    with IPRoute() as ipr:
+        _delete_link(ipr, host)

@@ -1,0 +1,258 @@
+"""BridgeDriver on the real host (root only): bridges, veths, sandboxes, rules, published ports.
+
+Traffic stays between the host and namespaces these tests make; the REJECT rule of ``env`` keeps
+the test bridges from forwarding to the default-route interface. Whether bridged traffic really
+passes a FORWARD policy of DROP, and isolation with forwarding on, are checked in a namespace of
+its own (test_forwarding.py), since the host's forwarding settings are not ours to change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from ipaddress import IPv4Address, IPv4Interface
+
+import pytest
+from pyroute2 import IPRoute
+
+from engine import errdefs
+from network.bridge import MTU, BridgeConfig, BridgeDriver
+from network.driver import EndpointSpec, NetworkSpec
+from network.firewall import Firewall
+from network.portmap import PortAllocatedError, PortAllocator, PortBinding
+from network.tests.conftest import Env
+from network.tests.nettools import in_netns, iptables_lines, links, ping, tcp_fetch, tcp_server
+
+pytestmark = [pytest.mark.privileged, pytest.mark.anyio]
+
+
+def sandbox_view(ipr: IPRoute) -> object:
+    (idx,) = ipr.link_lookup(ifname="eth0")
+    eth0 = ipr.get_links(idx)[0]
+    addrs = [f"{a.get('address')}/{a['prefixlen']}" for a in ipr.get_addr(index=idx)]  # no inet6 either
+    default = [r.get("gateway") for r in ipr.get_default_routes(family=socket.AF_INET)]
+    return eth0.get("address"), eth0.get("mtu"), eth0.get("state"), addrs, default
+
+
+def bridge_view(name: str) -> tuple[set[str], int, list[str]]:
+    with IPRoute() as ipr:
+        (br,) = ipr.link_lookup(ifname=name)
+        ports = {str(x.get("ifname")) for x in ipr.get_links() if x.get("master") == br}
+        addrs = [
+            f"{x.get('address')}/{x['prefixlen']}" for x in ipr.get_addr(index=br, family=socket.AF_INET)
+        ]
+        return ports, int(ipr.get_links(br)[0].get("mtu")), addrs
+
+
+async def test_two_sandboxes_on_one_bridge_talk(env: Env):
+    net = await env.add_network(options={MTU: "1400"})
+    a_ns, a = await env.add_container(net, "a")
+    b_ns, b = await env.add_container(net, "b")
+    assert net.gateway is not None and a.address is not None and b.address is not None
+    assert a.address.ip == net.gateway.ip + 1  # the lowest free address after the gateway
+    assert a.mac_address == "02:42:" + ":".join(f"{x:02x}" for x in a.address.ip.packed)
+
+    assert in_netns(a_ns, sandbox_view) == (
+        a.mac_address,
+        1400,
+        "up",
+        [str(a.address)],
+        [str(net.gateway.ip)],
+    )
+    bridge = links()[env.tag.bridge(1)]
+    assert bridge[0] == "bridge"
+    assert await asyncio.to_thread(bridge_view, env.tag.bridge(1)) == (
+        {a.host_ifname, b.host_ifname},
+        1400,
+        [str(net.gateway)],
+    )
+    with open(f"/sys/class/net/{a.host_ifname}/brport/hairpin_mode", encoding="ascii") as f:
+        assert f.read().strip() == "1"
+
+    assert ping(a_ns, b.address.ip)
+    assert ping(b_ns, net.gateway.ip)
+    server, port = tcp_server(b_ns, b"hello from b")
+    with server:
+        assert tcp_fetch(a_ns, b.address.ip, port) == b"hello from b"
+        assert tcp_fetch(None, b.address.ip, port) == b"hello from b"  # the host reaches it too
+
+    # leave + delete_endpoint remove both veth ends; the sandbox keeps only lo.
+    await env.driver.leave(net.network_id, a.endpoint_id)
+    await env.driver.delete_endpoint(net.network_id, a.endpoint_id)
+    assert a.host_ifname not in links()
+    assert in_netns(a_ns, lambda ipr: [x.get("ifname") for x in ipr.get_links()]) == ["lo"]
+
+
+async def test_rules_of_a_network_and_internal_networks(env: Env):
+    pub = await env.add_network()
+    internal = await env.add_network(internal=True)
+    d_ns, d = await env.add_container(internal, "d")
+    _, e = await env.add_container(internal, "e")
+    assert d.address is not None and e.address is not None
+    # No way out of an internal network: no default route, and isolation rules both ways.
+    assert in_netns(d_ns, lambda ipr: list(ipr.get_default_routes(family=socket.AF_INET))) == []
+    assert ping(d_ns, e.address.ip)
+    prefix, br1, br2 = env.tag.chains.prefix, env.tag.bridge(1), env.tag.bridge(2)
+    rules = iptables_lines()
+    for line in (
+        f"filter: -A FORWARD -j {prefix}-USER",
+        f"filter: -A {prefix}-FORWARD -i {br1} ! -o {br1} -j ACCEPT",
+        f"filter: -A {prefix}-ISOLATION-STAGE-2 -o {br1} -j DROP",
+        f"filter: -A {prefix}-ISOLATION-STAGE-1 ! -s {internal.subnet} -o {br2} -j DROP",
+        f"nat: -A {prefix}-POSTROUTING -s {pub.subnet} ! -o {br1} -j MASQUERADE",
+        f"nat: -A OUTPUT -m addrtype --dst-type LOCAL -j {prefix}",
+    ):
+        assert line in rules
+    assert not any(f"! -o {br2} -j MASQUERADE" in line for line in rules)
+    if env.outside:
+        # The test's REJECT sits above skiff's jumps in FORWARD.
+        forward = [ln for ln in rules if ln.startswith("filter: -A FORWARD ")]
+        mine = [i for i, ln in enumerate(forward) if env.tag.comment in ln or prefix in ln]
+        assert env.tag.comment in forward[mine[0]]
+    with open(f"/proc/sys/net/ipv4/conf/{br1}/route_localnet", encoding="ascii") as f:
+        assert f.read().strip() == "1"
+    # Deleting a network removes its rules, not the others'.
+    with pytest.raises(errdefs.Forbidden):
+        await env.driver.delete_network(internal.network_id)
+    for ep in (d, e):
+        await env.driver.delete_endpoint(internal.network_id, ep.endpoint_id)
+    await env.driver.delete_network(internal.network_id)
+    rules = iptables_lines()
+    assert not any(br2 in line for line in rules)
+    assert any(br1 in line for line in rules)
+    assert env.tag.bridge(2) not in links()
+
+
+async def test_published_ports_reach_the_sandbox_from_loopback(env: Env):
+    net = await env.add_network()
+    web_ns, web = await env.add_container(net, "web")
+    server, _ = tcp_server(web_ns, b"published", port=80)
+    with server:
+        mappings = await env.driver.publish_ports(
+            net.network_id,
+            web.endpoint_id,
+            [PortBinding(80, host_ip="127.0.0.1"), PortBinding(80), PortBinding(53, "udp")],
+        )
+        loop, anywhere, dns = mappings
+        assert web.address is not None
+        assert (loop.host_ip, loop.container_ip, loop.container_port) == (
+            IPv4Address("127.0.0.1"),
+            web.address.ip,
+            80,
+        )
+        assert anywhere.host_ip == IPv4Address("0.0.0.0") and dns.proto == "udp"
+        assert tcp_fetch(None, "127.0.0.1", loop.host_port) == b"published"
+        assert tcp_fetch(None, "127.0.0.1", anywhere.host_port) == b"published"
+        assert tcp_fetch(None, net.gateway.ip if net.gateway else "", anywhere.host_port) == b"published"
+
+        # A published port is taken: the same host port again fails with dockerd's text, and nothing
+        # of the failed request stays published.
+        with pytest.raises(PortAllocatedError) as err:
+            await env.driver.publish_ports(
+                net.network_id,
+                web.endpoint_id,
+                [PortBinding(81), PortBinding(80, host_port=anywhere.host_port)],
+            )
+        assert err.value.message == f"Bind for 0.0.0.0:{anywhere.host_port} failed: port is already allocated"
+        assert len(env.driver.ports.allocated()) == 3
+
+        await env.driver.unpublish_ports(net.network_id, web.endpoint_id)
+        assert env.driver.ports.allocated() == []
+        assert not any("DNAT" in line and env.tag.chains.prefix in line for line in iptables_lines())
+        assert tcp_fetch(None, "127.0.0.1", loop.host_port, timeout=1) in (
+            "ConnectionRefusedError",
+            "TimeoutError",
+        )
+
+
+async def test_port_used_by_a_host_program_is_refused(env: Env):
+    net = await env.add_network()
+    _, web = await env.add_container(net, "web")
+    busy = socket.create_server(("127.0.0.1", 0))
+    with busy:
+        port = busy.getsockname()[1]
+        with pytest.raises(PortAllocatedError):
+            await env.driver.publish_ports(
+                net.network_id, web.endpoint_id, [PortBinding(80, host_ip="127.0.0.1", host_port=port)]
+            )
+    assert env.driver.ports.allocated() == []
+
+
+async def test_static_address_second_interface_and_errors(env: Env):
+    net1 = await env.add_network()
+    net2 = await env.add_network()
+    assert net1.subnet is not None and net2.subnet is not None
+    ip = str(net1.subnet.network_address + 200)
+    ns, first = await env.add_container(net1, "multi", ip=ip)
+    assert first.address == IPv4Interface(f"{ip}/{net1.subnet.prefixlen}")
+    # A second network joins as eth1, without a second default route.
+    pool = env.pools[net2.network_id]
+    addr = env.ipam.request_address(pool.pool_id)
+    second = await env.driver.create_endpoint(net2.network_id, EndpointSpec("ep-multi-2", addr))
+    with pytest.raises(errdefs.Conflict):
+        await env.driver.join(net2.network_id, second.endpoint_id, ns)  # eth0 is taken
+    info = await env.driver.join(net2.network_id, second.endpoint_id, ns, ifname="eth1", default_route=False)
+    assert (info.ifname, info.gateway) == ("eth1", None)
+    names = in_netns(ns, lambda ipr: sorted(str(x.get("ifname")) for x in ipr.get_links()))
+    assert names == ["eth0", "eth1", "lo"]
+    assert in_netns(ns, sandbox_view)[-1] == [str(net1.gateway.ip if net1.gateway else "")]
+    # An explicit MAC address is kept.
+    other = env.sandboxes.create(f"{env.tag.hex}-other")
+    third = await env.driver.create_endpoint(
+        net2.network_id,
+        EndpointSpec("ep-multi-3", env.ipam.request_address(pool.pool_id), "02:42:00:00:00:33"),
+    )
+    await env.driver.join(net2.network_id, third.endpoint_id, other)
+    assert in_netns(other, sandbox_view)[0] == "02:42:00:00:00:33"
+    with pytest.raises(errdefs.InvalidParameter):
+        await env.driver.create_endpoint(net1.network_id, EndpointSpec("x", IPv4Interface("192.0.2.9/24")))
+    with pytest.raises(errdefs.Forbidden):  # two networks cannot share a bridge
+        await env.driver.create_network(
+            NetworkSpec(
+                "f" * 64,
+                net2.subnet,
+                net2.gateway,
+                options={"com.docker.network.bridge.name": env.tag.bridge(1)},
+            )
+        )
+
+
+async def test_restart_adopts_a_crashed_bridge(env: Env):
+    net = await env.add_network()
+    await env.add_container(net, "a")
+    _, b = await env.add_container(net, "b")
+    # A crash: the daemon's memory is gone, the kernel state is not. A new driver adopts the bridge,
+    # removes its stale veths and keeps working.
+    stale = b.host_ifname
+    env.driver = BridgeDriver(Firewall(chains=env.tag.chains), PortAllocator())
+    await env.driver.create_network(net)
+    assert stale not in links()
+    assert (await asyncio.to_thread(bridge_view, env.tag.bridge(1)))[0] == set()
+    c_ns, c = await env.add_container(net, "c")
+    assert c.address is not None and ping(c_ns, net.gateway.ip if net.gateway else "")
+    # A bridge that has another address is not ours to take.
+    wrong = NetworkSpec(
+        "e" * 64,
+        net.subnet,
+        IPv4Interface(f"{c.address.ip + 1}/{c.address.network.prefixlen}"),
+        options={"com.docker.network.bridge.name": env.tag.bridge(1)},
+    )
+    with pytest.raises(errdefs.Forbidden, match="already has the address"):
+        await BridgeDriver(Firewall(chains=env.tag.chains)).create_network(wrong)
+
+
+def test_bridge_config_options():
+    spec = NetworkSpec("a" * 64, None, None)
+    with pytest.raises(errdefs.InvalidParameter):
+        BridgeConfig.from_spec(spec)
+    good = NetworkSpec("a" * 64, IPv4Interface("10.0.0.1/24").network, IPv4Interface("10.0.0.1/24"))
+    config = BridgeConfig.from_spec(good)
+    assert (config.bridge, config.mtu, config.icc, config.masquerade) == ("br-aaaaaaaaaaaa", 1500, True, True)
+    for options in (
+        {MTU: "abc"},
+        {MTU: "10"},
+        {"com.docker.network.bridge.name": "has space"},
+        {"com.docker.network.bridge.enable_icc": "maybe"},
+    ):
+        with pytest.raises(errdefs.InvalidParameter):
+            BridgeConfig.from_spec(NetworkSpec("a" * 64, good.subnet, good.gateway, options=options))

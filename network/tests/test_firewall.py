@@ -1,0 +1,300 @@
+"""iptables rule builders and the Firewall's command sequences, against a recording runner (no root)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from ipaddress import IPv4Address, IPv4Network
+
+import pytest
+
+from engine import errdefs
+from network.firewall import (
+    BridgeRules,
+    Chains,
+    CommandResult,
+    Firewall,
+    PortForward,
+    jump_argv,
+    jump_rules,
+    outbound_reject_rule,
+    render_restore,
+    teardown_argvs,
+)
+
+pytestmark = pytest.mark.anyio
+
+CH = Chains()
+NET = BridgeRules("br-0123456789ab", IPv4Network("172.18.0.0/16"))
+DEFAULT = BridgeRules("skiff0", IPv4Network("172.17.0.0/16"))
+INTERNAL = BridgeRules("br-internal0", IPv4Network("172.19.0.0/16"), internal=True)
+WEB = PortForward("skiff0", "tcp", IPv4Address("0.0.0.0"), 8080, IPv4Address("172.17.0.2"), 80)
+DNS = PortForward("br-0123456789ab", "udp", IPv4Address("127.0.0.1"), 5353, IPv4Address("172.18.0.3"), 53)
+
+
+def test_chain_names():
+    assert (CH.ports, CH.forward, CH.user, CH.isolation1, CH.isolation2, CH.postrouting) == (
+        "SKIFF",
+        "SKIFF-FORWARD",
+        "SKIFF-USER",
+        "SKIFF-ISOLATION-STAGE-1",
+        "SKIFF-ISOLATION-STAGE-2",
+        "SKIFF-POSTROUTING",
+    )
+    assert ("filter", "SKIFF-USER") not in CH.owned()  # the admin's chain is never flushed
+    with pytest.raises(ValueError):
+        Chains("A-VERY-LONG-PREFIX")
+
+
+def test_render_empty_declares_every_owned_chain():
+    assert render_restore(CH, [], []) == (
+        "*filter\n"
+        ":SKIFF - [0:0]\n"
+        ":SKIFF-FORWARD - [0:0]\n"
+        ":SKIFF-ISOLATION-STAGE-1 - [0:0]\n"
+        ":SKIFF-ISOLATION-STAGE-2 - [0:0]\n"
+        "-A SKIFF-FORWARD -j SKIFF-ISOLATION-STAGE-1\n"
+        "-A SKIFF-ISOLATION-STAGE-1 -j RETURN\n"
+        "-A SKIFF-ISOLATION-STAGE-2 -j RETURN\n"
+        "COMMIT\n"
+        "*nat\n"
+        ":SKIFF - [0:0]\n"
+        ":SKIFF-POSTROUTING - [0:0]\n"
+        "COMMIT\n"
+    )
+
+
+def rule_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("-A ")]
+
+
+def test_render_bridges_ports_isolation_and_nat():
+    lines = rule_lines(render_restore(CH, [DEFAULT, NET, INTERNAL], [WEB, DNS]))
+    assert lines == [
+        # filter
+        "-A SKIFF-FORWARD -j SKIFF-ISOLATION-STAGE-1",
+        "-A SKIFF-FORWARD -o skiff0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-A SKIFF-FORWARD -o skiff0 -j SKIFF",
+        "-A SKIFF-FORWARD -i skiff0 ! -o skiff0 -j ACCEPT",
+        "-A SKIFF-FORWARD -i skiff0 -o skiff0 -j ACCEPT",
+        "-A SKIFF-FORWARD -o br-0123456789ab -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        "-A SKIFF-FORWARD -o br-0123456789ab -j SKIFF",
+        "-A SKIFF-FORWARD -i br-0123456789ab ! -o br-0123456789ab -j ACCEPT",
+        "-A SKIFF-FORWARD -i br-0123456789ab -o br-0123456789ab -j ACCEPT",
+        "-A SKIFF-FORWARD -i br-internal0 -o br-internal0 -j ACCEPT",
+        "-A SKIFF-ISOLATION-STAGE-1 -i skiff0 ! -o skiff0 -j SKIFF-ISOLATION-STAGE-2",
+        "-A SKIFF-ISOLATION-STAGE-1 -i br-0123456789ab ! -o br-0123456789ab -j SKIFF-ISOLATION-STAGE-2",
+        "-A SKIFF-ISOLATION-STAGE-1 ! -s 172.19.0.0/16 -o br-internal0 -j DROP",
+        "-A SKIFF-ISOLATION-STAGE-1 ! -d 172.19.0.0/16 -i br-internal0 -j DROP",
+        "-A SKIFF-ISOLATION-STAGE-1 -j RETURN",
+        "-A SKIFF-ISOLATION-STAGE-2 -o skiff0 -j DROP",
+        "-A SKIFF-ISOLATION-STAGE-2 -o br-0123456789ab -j DROP",
+        "-A SKIFF-ISOLATION-STAGE-2 -j RETURN",
+        "-A SKIFF -d 172.17.0.2/32 ! -i skiff0 -o skiff0 -p tcp -m tcp --dport 80 -j ACCEPT",
+        "-A SKIFF -d 172.18.0.3/32 ! -i br-0123456789ab -o br-0123456789ab -p udp -m udp --dport 53"
+        " -j ACCEPT",
+        # nat
+        "-A SKIFF-POSTROUTING -s 172.17.0.0/16 ! -o skiff0 -j MASQUERADE",
+        "-A SKIFF-POSTROUTING -o skiff0 -m addrtype --src-type LOCAL -j MASQUERADE",
+        "-A SKIFF-POSTROUTING -s 172.18.0.0/16 ! -o br-0123456789ab -j MASQUERADE",
+        "-A SKIFF-POSTROUTING -o br-0123456789ab -m addrtype --src-type LOCAL -j MASQUERADE",
+        "-A SKIFF-POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE",
+        "-A SKIFF-POSTROUTING -s 172.18.0.3/32 -d 172.18.0.3/32 -p udp -m udp --dport 53 -j MASQUERADE",
+        "-A SKIFF -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80",
+        "-A SKIFF -d 127.0.0.1/32 -p udp -m udp --dport 5353 -j DNAT --to-destination 172.18.0.3:53",
+    ]
+
+
+def test_no_masquerade_and_no_icc_options():
+    quiet = BridgeRules("br-quiet", IPv4Network("10.1.0.0/24"), icc=False, masquerade=False)
+    lines = rule_lines(render_restore(CH, [quiet], []))
+    assert "-A SKIFF-FORWARD -i br-quiet -o br-quiet -j DROP" in lines
+    assert not any("-s 10.1.0.0/24 ! -o br-quiet -j MASQUERADE" in line for line in lines)
+    assert "-A SKIFF-POSTROUTING -o br-quiet -m addrtype --src-type LOCAL -j MASQUERADE" in lines
+
+
+def test_internal_network_gets_no_nat_and_no_way_out():
+    lines = rule_lines(render_restore(CH, [INTERNAL], []))
+    assert not any("POSTROUTING" in line for line in lines)
+    assert not any("! -o br-internal0 -j ACCEPT" in line for line in lines)
+
+
+def test_jump_rules_and_argv():
+    jumps = jump_rules(CH)
+    assert [jump_argv(j, "add") for j in jumps] == [
+        ["iptables", "-w", "-t", "filter", "-I", "FORWARD", "1", "-j", "SKIFF-USER"],
+        ["iptables", "-w", "-t", "filter", "-I", "FORWARD", "1", "-j", "SKIFF-FORWARD"],
+        [
+            "iptables",
+            "-w",
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-m",
+            "addrtype",
+            "--dst-type",
+            "LOCAL",
+            "-j",
+            "SKIFF",
+        ],
+        [
+            "iptables",
+            "-w",
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-m",
+            "addrtype",
+            "--dst-type",
+            "LOCAL",
+            "-j",
+            "SKIFF",
+        ],
+        ["iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-j", "SKIFF-POSTROUTING"],
+    ]
+    assert jump_argv(jumps[0], "-C") == [
+        "iptables",
+        "-w",
+        "-t",
+        "filter",
+        "-C",
+        "FORWARD",
+        "-j",
+        "SKIFF-USER",
+    ]
+    assert teardown_argvs(CH)[0] == ["iptables", "-w", "-t", "filter", "-F", "SKIFF"]
+    assert teardown_argvs(CH)[-1] == ["iptables", "-w", "-t", "nat", "-X", "SKIFF-POSTROUTING"]
+    assert outbound_reject_rule("skiff+", "eth0", "skiff-test") == [
+        "-i",
+        "skiff+",
+        "-o",
+        "eth0",
+        "-m",
+        "comment",
+        "--comment",
+        "skiff-test",
+        "-j",
+        "REJECT",
+    ]
+
+
+class Recorder:
+    """Plays iptables: remembers jumps and chains well enough for the Firewall's checks."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.stdin: list[str] = []
+        self.jumps: list[tuple[str, ...]] = []
+        self.user_rules = ["-A SKIFF-USER -j RETURN"]
+        self.user_exists = False
+        self.fail_restore = False
+
+    async def __call__(self, argv: Sequence[str], stdin: bytes | None) -> CommandResult:
+        argv = list(argv)
+        self.calls.append(argv)
+        if argv[0] == "iptables-restore":
+            self.stdin.append((stdin or b"").decode())
+            return CommandResult(
+                1 if self.fail_restore else 0, b"", b"restore failed" if self.fail_restore else b""
+            )
+        op, chain, rest = argv[4], argv[5], tuple(argv[6:])
+        if op == "-N":
+            existed, self.user_exists = self.user_exists, True
+            return CommandResult(1 if existed else 0, b"", b"")
+        if op == "-S":
+            if not self.user_exists:
+                return CommandResult(1, b"", b"")
+            return CommandResult(0, ("\n".join([f"-N {chain}", *self.user_rules]) + "\n").encode(), b"")
+        if op == "-X" and chain == "SKIFF-USER":
+            self.user_exists = False
+        if chain in ("FORWARD", "PREROUTING", "OUTPUT", "POSTROUTING"):
+            key = (chain, *(rest[1:] if op == "-I" else rest))
+            if op == "-C":
+                return CommandResult(0 if key in self.jumps else 1, b"", b"")
+            if op == "-D":
+                if key not in self.jumps:
+                    return CommandResult(1, b"", b"")
+                self.jumps.remove(key)
+            if op == "-I":
+                self.jumps.insert(0, key)
+            if op == "-A":
+                self.jumps.append(key)
+        return CommandResult(0, b"", b"")
+
+
+async def test_first_network_sets_up_last_one_tears_down():
+    rec = Recorder()
+    fw = Firewall(rec)
+    await fw.add_network(DEFAULT)
+    assert rec.calls[0] == ["iptables", "-w", "-t", "filter", "-N", "SKIFF-USER"]
+    assert rec.calls[1] == ["iptables", "-w", "-t", "filter", "-A", "SKIFF-USER", "-j", "RETURN"]
+    assert rec.calls[2] == ["iptables-restore", "-w", "--noflush"]
+    assert "-A SKIFF-FORWARD -i skiff0 ! -o skiff0 -j ACCEPT" in rec.stdin[-1]
+    assert [j for j in rec.jumps if j[0] == "FORWARD"] == [
+        ("FORWARD", "-j", "SKIFF-USER"),
+        ("FORWARD", "-j", "SKIFF-FORWARD"),
+    ]
+    assert len(rec.jumps) == 5
+
+    rec.calls.clear()
+    await fw.add_network(NET)
+    assert rec.calls == [["iptables-restore", "-w", "--noflush"]]  # one process per change
+    await fw.add_forwards([WEB])
+    assert "--to-destination 172.17.0.2:80" in rec.stdin[-1]
+    await fw.remove_network("skiff0")  # takes its forwards with it
+    assert fw.forwards == []
+    assert "skiff0" not in rec.stdin[-1]
+
+    await fw.remove_network("br-0123456789ab")
+    assert rec.jumps == []
+    assert not rec.user_exists
+    assert ["iptables", "-w", "-t", "nat", "-X", "SKIFF-POSTROUTING"] in rec.calls
+
+
+async def test_setup_does_not_duplicate_jumps_and_keeps_admin_rules():
+    rec = Recorder()
+    rec.user_exists = True
+    rec.user_rules = ["-A SKIFF-USER -s 10.0.0.0/8 -j DROP", "-A SKIFF-USER -j RETURN"]
+    rec.jumps = [
+        ("FORWARD", "-j", "SKIFF-FORWARD"),
+        ("POSTROUTING", "-j", "SKIFF-POSTROUTING"),
+    ]  # left by a crash
+    fw = Firewall(rec)
+    await fw.add_network(NET)
+    assert ["iptables", "-w", "-t", "filter", "-A", "SKIFF-USER", "-j", "RETURN"] not in rec.calls
+    assert rec.jumps.count(("POSTROUTING", "-j", "SKIFF-POSTROUTING")) == 1
+    assert rec.jumps[:2] == [("FORWARD", "-j", "SKIFF-USER"), ("FORWARD", "-j", "SKIFF-FORWARD")]
+    await fw.close()
+    # The admin's chain and its jump stay; everything else is gone.
+    assert rec.jumps == [("FORWARD", "-j", "SKIFF-USER")]
+    assert rec.user_exists
+
+
+async def test_failed_apply_restores_the_previous_state():
+    rec = Recorder()
+    fw = Firewall(rec)
+    await fw.add_network(NET)
+    rec.fail_restore = True
+    with pytest.raises(errdefs.Internal, match="restore failed"):
+        await fw.add_network(DEFAULT)
+    assert fw.networks == [NET]
+    with pytest.raises(errdefs.Internal):
+        await fw.add_forwards([DNS])
+    assert fw.forwards == []
+    rec.fail_restore = False
+    with pytest.raises(errdefs.NotFound):
+        await fw.add_forwards([WEB])  # skiff0 is not a known bridge
+
+
+async def test_remove_forwards_only_touches_known_ones():
+    rec = Recorder()
+    fw = Firewall(rec)
+    await fw.add_network(NET)
+    await fw.add_forwards([DNS])
+    count = len(rec.calls)
+    await fw.remove_forwards([WEB])
+    assert len(rec.calls) == count  # nothing to change, nothing run
+    await fw.remove_forwards([DNS])
+    assert fw.forwards == []
+    assert "DNAT" not in rec.stdin[-1]
