@@ -26,9 +26,11 @@ ROUTER_MODULES: tuple[str, ...] = (
     "containers",
     "containers_admin",
     "volumes",
+    "networks",
     "commit",
     "archive",
     "auth",
+    "sysdf",
 )
 
 

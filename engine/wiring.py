@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from engine.containers.exec import ExecService
     from engine.containers.service import ContainerService
     from engine.images.service import ImageService
+    from engine.networks.service import NetworkService
     from engine.volumes.service import VolumeService
 
 
@@ -33,6 +34,7 @@ class Services:
     containers: ContainerService = cast("ContainerService", None)  # noqa: RUF009
     execs: ExecService = cast("ExecService", None)  # noqa: RUF009
     volumes: VolumeService = cast("VolumeService", None)  # noqa: RUF009
+    networks: NetworkService = cast("NetworkService", None)  # noqa: RUF009
 
 
 def prepare_roots(config: DaemonConfig) -> None:
@@ -52,7 +54,15 @@ def build(config: DaemonConfig) -> Services:
     from engine.containers.store import ContainerStore
     from engine.images.endpoints import RegistryOptions
     from engine.images.service import ImageService
+    from engine.networks.service import NetworkService
+    from engine.networks.store import NetworkStore
     from engine.volumes.service import VolumeService
+    from network.bridge import BridgeDriver
+    from network.driver import NetworkDriver
+    from network.host import HostDriver
+    from network.ipam import Ipam
+    from network.netlink import host_networks
+    from network.null import NullDriver
     from runtime.runc import OciRuntime
     from storage.content import ContentStore
     from storage.images import ImageStore
@@ -70,6 +80,15 @@ def build(config: DaemonConfig) -> Services:
     images = ImageService(image_store, layers, content, events, registry=registry)
     system = SystemService(config, images=images, events=events)
     volumes = VolumeService(VolumeStore(config.data_root / "volumes"), events)
+    network_ids = networkids.load_or_create(config.data_root / "network" / "predefined.json")
+    drivers: dict[str, NetworkDriver] = {"bridge": BridgeDriver(), "host": HostDriver(), "null": NullDriver()}
+    networks = NetworkService(
+        NetworkStore(config.data_root / "network" / "networks"),
+        drivers,
+        Ipam(host_networks=host_networks),
+        events,
+        predefined_ids=network_ids,
+    )
     containers = ContainerService(
         store=ContainerStore(config.data_root / "containers"),
         images=images,
@@ -79,13 +98,14 @@ def build(config: DaemonConfig) -> Services:
         exec_root=config.exec_root,
         init_path=shutil.which("tini-static"),
         dns=list(config.dns),
-        network_ids=networkids.load_or_create(config.data_root / "network" / "predefined.json"),
+        network_ids=network_ids,
         volumes=volumes,
     )
     volumes.set_usage_checker(containers.mounts.volume_users)
     system.container_counts = containers.counts
     images.set_usage_checker(containers.image_usage)
     execs = ExecService(containers, events)
+    networks.set_containers(containers)
     return Services(
         config=config,
         events=events,
@@ -94,6 +114,7 @@ def build(config: DaemonConfig) -> Services:
         containers=containers,
         execs=execs,
         volumes=volumes,
+        networks=networks,
     )
 
 
@@ -101,6 +122,8 @@ async def start(services: Services) -> None:
     """Work that needs the running loop before the API serves: container state reconciliation."""
     from engine.containers.restore import restore
 
+    if services.networks is not None:
+        await services.networks.start()
     await restore(services.containers)
 
 
@@ -123,3 +146,6 @@ async def shutdown(services: Services) -> None:
         await services.containers.shutdown()
     begin_shutdown(services)
     await services.images.aclose()
+    # After the containers: closing the drivers removes every bridge, veth and rule skiff made.
+    if services.networks is not None:
+        await services.networks.shutdown()

@@ -25,6 +25,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import uvicorn
+
+from api import server as server_module
 
 pytestmark = pytest.mark.privileged
 
@@ -282,3 +285,22 @@ def test_idle_memory_returns_under_the_aim_after_image_loads(daemons):
     while (rss := rss_kib(d.proc.pid)) > IDLE_RSS_AIM_KIB and time.monotonic() < deadline:
         time.sleep(0.2)
     assert rss <= IDLE_RSS_AIM_KIB, f"idle RSS {rss / 1024:.1f} MiB > {IDLE_RSS_AIM_KIB // 1024} MiB"
+
+
+def test_memory_is_trimmed_once_per_burst_after_an_idle_interval(monkeypatch):
+    trims: list[int] = []
+    monkeypatch.setattr(server_module, "release_free_memory", lambda: trims.append(1))
+    srv = server_module.SkiffServer(uvicorn.Config(app=None), services=None)  # type: ignore[arg-type]
+    state = srv.server_state
+    srv._trim_after_activity()
+    assert trims == []  # nothing served yet
+    state.total_requests = 5
+    srv._trim_after_activity()  # requests arrived during this interval: wait
+    assert trims == []
+    srv._trim_after_activity()  # a quiet interval after them: trim
+    srv._trim_after_activity()  # still quiet: already trimmed
+    assert trims == [1]
+    state.total_requests = 6
+    srv._trim_after_activity()
+    srv._trim_after_activity()
+    assert trims == [1, 1]

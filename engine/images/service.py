@@ -149,6 +149,15 @@ class ImageService:
         """``GET /images/json`` rows; ``digests`` changes nothing (RepoDigests is always filled in)."""
         return await asyncio.to_thread(view.list_images, self._repo, filters or {}, all, shared_size)
 
+    async def layers_size(self) -> int:
+        """``LayersSize`` of ``system df``: every layer of every image, shared layers once."""
+
+        def work() -> int:
+            chains = {chain for image in self._repo.images() for chain in image.chain_ids}
+            return sum(self._repo.layer_size(chain) for chain in chains)
+
+        return await asyncio.to_thread(work)
+
     async def inspect(self, name: str) -> dict[str, Any]:
 
         def run() -> dict[str, Any]:

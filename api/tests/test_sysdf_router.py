@@ -1,0 +1,139 @@
+"""``GET /system/df`` through httpx.ASGITransport: containers from the admin harness (FakeRuntime,
+real overlay snapshotter on a temp dir), a real VolumeService, images from a fake list.
+
+Shapes as the reference dockerd answers them; ``type`` as dockerd 23+ (API 1.42) parses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import pytest
+
+from api.app import create_app
+from engine.events import EventBus
+from engine.tests.test_containers_admin import IMAGE_ID, OTHER_ID, Harness
+from engine.volumes.service import VolumeService
+from engine.wiring import Services
+from storage.volumes import VolumeStore
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class DfImages:
+    """The two ImageService calls ``system df`` makes."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    async def list_images(
+        self, filters: Any = None, all: bool = False, digests: bool = False, shared_size: bool = False
+    ) -> list[dict[str, Any]]:
+        self.calls.append({"all": all, "shared_size": shared_size})
+        return [
+            {"Containers": -1, "Created": 2, "Id": image_id, "Labels": None, "ParentId": "",
+             "RepoDigests": [], "RepoTags": [tag], "SharedSize": 100, "Size": 300}
+            for image_id, tag in ((IMAGE_ID, "busybox:latest"), (OTHER_ID, "other:latest"))
+        ]  # fmt: skip
+
+    async def layers_size(self) -> int:
+        return 500
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = Harness(tmp_path)
+    try:
+        yield harness
+    finally:
+        await harness.close()
+
+
+@pytest.fixture
+def volumes(tmp_path: Path) -> VolumeService:
+    return VolumeService(VolumeStore(tmp_path / "volumes"), EventBus())
+
+
+@pytest.fixture
+def images() -> DfImages:
+    return DfImages()
+
+
+@pytest.fixture
+async def client(h: Harness, volumes: VolumeService, images: DfImages) -> AsyncIterator[httpx.AsyncClient]:
+    volumes.set_usage_checker(h.service.mounts.volume_users)
+    services = Services(
+        config=cast(Any, None),
+        events=h.bus,
+        system=cast(Any, None),
+        images=cast(Any, images),
+        containers=h.service,
+        execs=cast(Any, None),
+        volumes=volumes,
+    )
+    app = create_app(services)
+    app.state.containers_admin = h.admin
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://skiff") as c:
+        yield c
+
+
+async def test_df_everything(
+    client: httpx.AsyncClient, h: Harness, volumes: VolumeService, images: DfImages
+) -> None:
+    await volumes.create("plain")
+    (volumes.data_path("plain") / "f").write_bytes(b"x" * 1234)
+    await volumes.create("tmp", options={"type": "tmpfs", "device": "tmpfs"})
+    a = await h.create("dfa")
+    b = await h.run("dfb")
+    r = await client.get("/v1.50/system/df")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert list(body) == ["LayersSize", "Images", "Containers", "Volumes", "BuildCache"]
+    assert body["LayersSize"] == 500 and body["BuildCache"] == []
+    assert images.calls == [{"all": False, "shared_size": True}]
+    by_id = {i["Id"]: i for i in body["Images"]}
+    # Both harness containers use IMAGE_ID; the other image has none.
+    assert by_id[IMAGE_ID]["Containers"] == 2 and by_id[OTHER_ID]["Containers"] == 0
+    assert by_id[IMAGE_ID]["SharedSize"] == 100 and "VirtualSize" not in by_id[IMAGE_ID]
+    rows = {c["Id"]: c for c in body["Containers"]}
+    assert set(rows) == {a.id, b.id}  # stopped ones too
+    assert rows[a.id]["SizeRootFs"] == h.layers.size(h.chain) and rows[a.id]["State"] == "created"
+    vols = {v["Name"]: v for v in body["Volumes"]}
+    assert vols["plain"]["UsageData"] == {"RefCount": 0, "Size": 1234}
+    assert vols["plain"]["Driver"] == "local" and vols["plain"]["Scope"] == "local"
+    assert vols["tmp"]["UsageData"] == {"RefCount": 0, "Size": -1}  # options: dockerd does not walk it
+
+
+async def test_df_type_filter(client: httpx.AsyncClient, h: Harness, volumes: VolumeService) -> None:
+    await volumes.create("only")
+    await h.create("dfc")
+    r = await client.get("/v1.50/system/df?type=volume")
+    body = r.json()
+    assert body["Images"] is None and body["Containers"] is None and body["BuildCache"] is None
+    assert [v["Name"] for v in body["Volumes"]] == ["only"]
+    r = await client.get("/v1.50/system/df", params=[("type", "container"), ("type", "build-cache")])
+    body = r.json()
+    assert len(body["Containers"]) == 1 and body["BuildCache"] == []
+    assert body["Images"] is None and body["Volumes"] is None
+    r = await client.get("/v1.50/system/df?type=image")
+    assert r.json()["Images"][0]["Containers"] == 1 and r.json()["Containers"] is None
+    r = await client.get("/v1.50/system/df?type=bogus")
+    assert r.status_code == 400 and r.json() == {"message": "unknown object type: bogus"}
+
+
+async def test_df_old_api(client: httpx.AsyncClient) -> None:
+    # Before 1.42 ``type`` is ignored and the deprecated BuilderSize is present; before 1.44 VirtualSize.
+    r = await client.get("/v1.41/system/df?type=bogus")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["BuilderSize"] == 0 and body["BuildCache"] == [] and body["Containers"] == []
+    assert all(i["VirtualSize"] == i["Size"] for i in body["Images"])

@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""`docker cp` benchmark (issue 5): a 100 MiB directory tree of 1,000 files copied into and out of a
+running container with the stock docker CLI, medians over N runs.
+
+Measured against a throw-away skiffd (tools/testdaemon.py) or the daemon at --host, and with
+--reference against a second daemon (the reference dockerd) in the same run. Runs alternate between
+the two (A, B, A, B, ...) so both see the same machine load. Only loopback UNIX sockets are used.
+
+Each daemon gets one `busybox sleep` container labelled org.skiff.bench=<token>; every copy goes to
+a fresh path inside it and is deleted after the copy out. The container is removed at the end, so a
+shared daemon is left as found (busybox:latest is loaded from .test-image/busybox.tar if missing).
+The results are printed as a table and written to bench/results/cp-<UTC stamp>.json.
+
+    bench/cp.py                                   # throw-away skiffd
+    bench/cp.py --reference unix:///run/ref-docker/docker.sock --runs 7
+    bench/cp.py --host unix:///run/skiff/skiff.sock
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+BUSYBOX_TAR = ROOT / ".test-image" / "busybox.tar"
+IMAGE = "busybox:latest"
+LABEL = "org.skiff.bench"
+DOCKER_CLI = (
+    "/usr/local/bin/docker" if os.access("/usr/local/bin/docker", os.X_OK) else shutil.which("docker")
+)
+DIRS = 10
+
+
+@dataclass
+class Target:
+    host: str
+    server: str = ""
+    container: str = ""
+    into_s: list[float] = field(default_factory=list)
+    out_s: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def medians(self) -> dict[str, float | None]:
+        return {
+            "into_median_s": round(statistics.median(self.into_s), 4) if self.into_s else None,
+            "out_median_s": round(statistics.median(self.out_s), 4) if self.out_s else None,
+        }
+
+
+def load_tool(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def docker(host: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[bytes]:
+    if not host.startswith("unix://"):
+        raise SystemExit(f"only unix:// hosts are benchmarked (loopback only), got {host}")
+    assert DOCKER_CLI is not None, "no docker CLI"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env["DOCKER_HOST"] = host
+    return subprocess.run(
+        [DOCKER_CLI, *args], env=env, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+def check(res: subprocess.CompletedProcess[bytes]) -> str:
+    if res.returncode != 0:
+        raise RuntimeError(
+            f"{res.args[1:]}: rc={res.returncode}: {res.stderr.decode(errors='replace').strip()}"
+        )
+    return res.stdout.decode()
+
+
+def make_tree(root: Path, total_bytes: int, files: int) -> None:
+    """``files`` files of random bytes (incompressible) spread over DIRS subdirectories."""
+    each = total_bytes // files
+    for i in range(files):
+        sub = root / f"d{i % DIRS:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"f{i:04d}.bin").write_bytes(os.urandom(each))
+
+
+def tree_bytes(root: Path) -> tuple[int, int]:
+    count = size = 0
+    for path in root.rglob("*"):
+        if path.is_file():
+            count += 1
+            size += path.stat().st_size
+    return count, size
+
+
+def prepare(target: Target, token: str) -> None:
+    target.server = check(docker(target.host, "version", "--format", "{{.Server.Version}}")).strip()
+    if docker(target.host, "image", "inspect", IMAGE).returncode != 0:
+        check(docker(target.host, "load", "-i", str(BUSYBOX_TAR)))
+    name = f"skiff-bench-cp-{token}-{secrets.token_hex(3)}"
+    check(
+        docker(
+            target.host, "run", "-d", "--name", name, "--label", f"{LABEL}={token}", IMAGE, "sleep", "3600"
+        )
+    )
+    target.container = name
+
+
+def one_run(target: Target, src: Path, work: Path, index: int, expected: tuple[int, int]) -> None:
+    inside = f"/bench-{index}"
+    out = work / f"out-{index}"
+    try:
+        start = time.perf_counter()
+        check(docker(target.host, "cp", str(src), f"{target.container}:{inside}"))
+        target.into_s.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        check(docker(target.host, "cp", f"{target.container}:{inside}", str(out)))
+        target.out_s.append(time.perf_counter() - start)
+        got = tree_bytes(out)
+        if got != expected:
+            target.errors.append(f"run {index}: copied back {got} (files, bytes), expected {expected}")
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        target.errors.append(f"run {index}: {exc}")
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        docker(target.host, "exec", target.container, "rm", "-rf", inside)
+
+
+@contextlib.contextmanager
+def daemon_host(host: str | None) -> Iterator[str]:
+    if host:
+        yield host
+        return
+    testdaemon = load_tool("testdaemon")
+    with testdaemon.SkiffDaemon(log_level="info") as proc:
+        yield proc.host
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def table(target: Target, reference: Target | None) -> str:
+    t, r = target.medians(), reference.medians() if reference else {}
+    ref_name = reference.server if reference else "-"
+    lines = [f"{'docker cp (median s)':<28} {target.server or 'skiff':>12} {ref_name:>14} {'skiff/ref':>10}"]
+    for key, label in (("into_median_s", "into container"), ("out_median_s", "out of container")):
+        a, b = t.get(key), r.get(key)
+        shown = [v if v is not None else "-" for v in (a, b)]
+        lines.append(f"{label:<28} {shown[0]:>12} {shown[1]:>14} {ratio(a, b):>10}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--host", help="daemon to measure (default: a throw-away skiffd)")
+    parser.add_argument(
+        "--reference", help="second daemon measured in the same run, e.g. the reference dockerd"
+    )
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--mib", type=int, default=100)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    token = secrets.token_hex(4)
+
+    with tempfile.TemporaryDirectory(prefix="skiff-bench-cp-") as tmp, daemon_host(args.host) as host:
+        work = Path(tmp)
+        src = work / "tree"
+        make_tree(src, args.mib * 1024 * 1024, args.files)
+        expected = tree_bytes(src)
+        targets = [Target(host)] + ([Target(args.reference)] if args.reference else [])
+        try:
+            for target in targets:
+                prepare(target, token)
+            for index in range(args.runs):
+                for target in targets:
+                    one_run(target, src, work, index, expected)
+        finally:
+            for target in targets:
+                if target.container:
+                    docker(target.host, "rm", "-f", target.container)
+
+    target, reference = targets[0], targets[1] if len(targets) > 1 else None
+    print(table(target, reference))
+    for t in targets:
+        for e in t.errors:
+            print(f"error ({t.server or t.host}): {e}", file=sys.stderr)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = args.results_dir / f"cp-{stamp}.json"
+    record = {
+        "schema": 1,
+        "time": stamp,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "params": {
+            "runs": args.runs,
+            "files": args.files,
+            "mib": args.mib,
+            "host": args.host or "throw-away skiffd",
+        },
+        "target": {**asdict(target), **target.medians()},
+        "reference": {**asdict(reference), **reference.medians()} if reference else None,
+    }
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"results: {out}")
+    return 1 if any(t.errors for t in targets) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

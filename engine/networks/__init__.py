@@ -1,0 +1,1 @@
+"""Networks as engine objects: records, the pre-defined networks, IPAM pools and driver calls."""
