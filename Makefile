@@ -95,6 +95,8 @@ test: install
 
 bench: install
 	$(PY) bench/run.py --start-skiffd $$([ -S $(REF_SOCK) ] && echo --reference unix://$(REF_SOCK))
+	$(PY) bench/registry.py $$([ -S $(REF_SOCK) ] && echo --reference unix://$(REF_SOCK))
+	$(PY) bench/cp.py $$([ -S $(REF_SOCK) ] && echo --reference unix://$(REF_SOCK))
 
 clean:
 	rm -rf .test-image bench/results .pytest_cache .mypy_cache .ruff_cache

@@ -272,16 +272,16 @@ def fmt_ratio(a: float | None, b: float | None) -> str:
 def table(targets: list[Target]) -> str:
     skiff = targets[0].summary()
     ref = targets[1].summary() if len(targets) > 1 else None
-    rows = [
-        f"{'metric':<28} {'skiff':>10} {'reference':>10} {'ratio':>8}",
-    ]
+    names = [f"{t.name} {t.server}" if t.server else t.name for t in targets]
+    rows = [f"{'median (s)':<28} {names[0]:>16} {names[1] if ref else '-':>16} {'ratio':>8}"]
     for key, label in (
-        ("push_median_s", "docker push median (s)"),
-        ("pull_median_s", "docker pull median (s)"),
+        ("push_median_s", "push, loaded image"),
+        ("pull_median_s", "pull after rmi"),
+        ("push_pulled_median_s", "push, pulled image"),
     ):
         a = skiff[key]
         b = ref[key] if ref else None
-        rows.append(f"{label:<28} {a:>10.2f} {b if b is None else f'{b:.2f}':>10} {fmt_ratio(a, b):>8}")
+        rows.append(f"{label:<28} {a:>16.2f} {'-' if b is None else f'{b:.2f}':>16} {fmt_ratio(a, b):>8}")
     return "\n".join(rows)
 
 

@@ -10,6 +10,7 @@ the rest once the server has stopped.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from typing import TYPE_CHECKING, cast
 
 from engine.config import DaemonConfig
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from engine.images.service import ImageService
     from engine.networks.service import NetworkService
     from engine.volumes.service import VolumeService
+    from network.driver import NetworkDriver
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,18 @@ def prepare_roots(config: DaemonConfig) -> None:
     config.exec_root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
+def _bridge_driver() -> NetworkDriver:
+    from network.bridge import BridgeDriver
+
+    return BridgeDriver()
+
+
+def _host_networks() -> list[IPv4Network]:
+    from network.netlink import host_networks
+
+    return host_networks()
+
+
 def build(config: DaemonConfig) -> Services:
     # Imported here: the stores are written by other areas and only the daemon needs them all.
     import shutil
@@ -54,14 +68,12 @@ def build(config: DaemonConfig) -> Services:
     from engine.containers.store import ContainerStore
     from engine.images.endpoints import RegistryOptions
     from engine.images.service import ImageService
+    from engine.networks.lazydriver import LazyDriver
     from engine.networks.service import NetworkService
     from engine.networks.store import NetworkStore
     from engine.volumes.service import VolumeService
-    from network.bridge import BridgeDriver
-    from network.driver import NetworkDriver
     from network.host import HostDriver
     from network.ipam import Ipam
-    from network.netlink import host_networks
     from network.null import NullDriver
     from runtime.runc import OciRuntime
     from storage.content import ContentStore
@@ -81,11 +93,16 @@ def build(config: DaemonConfig) -> Services:
     system = SystemService(config, images=images, events=events)
     volumes = VolumeService(VolumeStore(config.data_root / "volumes"), events)
     network_ids = networkids.load_or_create(config.data_root / "network" / "predefined.json")
-    drivers: dict[str, NetworkDriver] = {"bridge": BridgeDriver(), "host": HostDriver(), "null": NullDriver()}
+    # pyroute2 (bridge driver, host routes) is imported only when a bridge network is first used.
+    drivers: dict[str, NetworkDriver] = {
+        "bridge": LazyDriver("bridge", _bridge_driver),
+        "host": HostDriver(),
+        "null": NullDriver(),
+    }
     networks = NetworkService(
         NetworkStore(config.data_root / "network" / "networks"),
         drivers,
-        Ipam(host_networks=host_networks),
+        Ipam(host_networks=_host_networks),
         events,
         predefined_ids=network_ids,
     )

@@ -327,11 +327,7 @@ class _Extractor:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(base, flags, 0o600, dir_fd=parent.fd)
             with open(fd, "wb", buffering=0, closefd=True) as out:
-                src = tf.extractfile(member)
-                if src is not None:
-                    with src:
-                        while chunk := src.read(_CHUNK):
-                            out.write(chunk)
+                _copy_data(tf, member, out)
                 os.fchown(fd, uid, gid)
                 _set_xattrs(fd, member)
                 os.fchmod(fd, mode)
@@ -482,6 +478,31 @@ def extract_tar(view: FsView, dest: Node, fileobj: BinaryIO, options: ExtractOpt
         extractor.finish()
     except tarfile.TarError as e:
         raise _tar_error(e) from None
+
+
+def _copy_data(tf: tarfile.TarFile, member: tarfile.TarInfo, out: BinaryIO) -> None:
+    """A regular member's data into ``out``.
+
+    Straight from the stream where possible: ``extractfile`` stacks two more buffered readers on
+    it (a copy and a Python call per layer and read), a fifth of the extraction time for a tree
+    of small files. Sparse members need tarfile's map of holes.
+    """
+    stream = tf.fileobj
+    if member.issparse() or not isinstance(stream, _Forward):
+        src = tf.extractfile(member)
+        if src is not None:
+            with src:
+                while chunk := src.read(_CHUNK):
+                    out.write(chunk)
+        return
+    stream.seek(member.offset_data)
+    remaining = member.size
+    while remaining > 0:
+        chunk = stream.read(min(_CHUNK, remaining))
+        if not chunk:
+            raise tarfile.ReadError("unexpected end of data")  # tarfile's own text for it
+        out.write(chunk)
+        remaining -= len(chunk)
 
 
 def _members(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:

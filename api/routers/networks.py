@@ -73,7 +73,7 @@ def _check_create(body: dict[str, Any]) -> None:
 @router.get("/networks/")
 async def list_networks(request: Request, services: Services = Depends(get_services)) -> Response:
     filters = Filters.parse(request.query_params.get("filters")).as_dict()
-    return docker_json(services.networks.list(filters))
+    return docker_json(await services.networks.list(filters))
 
 
 @router.post("/networks/create")
@@ -125,7 +125,7 @@ async def disconnect(ref: str, request: Request, services: Services = Depends(ge
 
 @router.get("/networks/{ref:path}")
 async def inspect(ref: str, services: Services = Depends(get_services)) -> Response:
-    return docker_json(services.networks.inspect(ref))
+    return docker_json(await services.networks.inspect(ref))
 
 
 @router.delete("/networks/{ref:path}")

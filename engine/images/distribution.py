@@ -26,6 +26,7 @@ from engine.images.registry import RegistryClient, Repository
 from engine.images.repo import ImageRepo
 from engine.images.sources import BlobSources
 from engine.images.transfers import TransferManager
+from storage.content import IngestWriter
 
 log = logging.getLogger("skiff.images")
 T = TypeVar("T")
@@ -96,12 +97,26 @@ async def _body(resp: httpx.Response) -> AsyncIterator[bytes]:
         raise TransportError("", "", transport_error("GET", resp.request.url, e).reason) from None
 
 
+def _abort_opened(opening: asyncio.Future[IngestWriter]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().abort()
+
+
 async def _download_once(
     dist: Distribution, repository: Repository, layer: mf.Descriptor, emit: Emit
 ) -> None:
     content = dist.repo.content
     layer_id = short(layer.digest)
-    writer = await asyncio.to_thread(content.writer, f"pull-{layer.digest}", layer.digest, layer.size or None)
+    opening = asyncio.ensure_future(
+        asyncio.to_thread(content.writer, f"pull-{layer.digest}", layer.digest, layer.size or None)
+    )
+    try:
+        writer = await asyncio.shield(opening)
+    except asyncio.CancelledError:
+        # Cancelled (a sibling layer failed) while the worker thread was creating the ingest:
+        # the thread still finishes it, so abort it then, or it stays behind in ingest/.
+        opening.add_done_callback(_abort_opened)
+        raise
     try:
         async with repository.blob(layer.digest) as (length, resp):
             meter = ProgressMeter(layer_id, "Downloading", layer.size or length)

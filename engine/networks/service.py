@@ -153,8 +153,8 @@ class NetworkService:
             net = _Network(record)
             try:
                 await self._restore(net)
-            except errdefs.EngineError as e:
-                log.error("cannot restore network %s (%s): %s", record.name, record.id, e.message)
+            except Exception as e:  # one broken network must not keep the daemon from starting
+                log.error("cannot restore network %s (%s): %s", record.name, record.id, e)
                 continue
             self._networks[record.id] = net
 
@@ -185,10 +185,12 @@ class NetworkService:
     async def _restore(self, net: _Network) -> None:
         record = net.record
         if record.driver == "bridge":
-            first_time = not any(c.get("Subnet") for c in record.ipam_config)
+            if record.predefined and not any(c.get("Subnet") for c in record.ipam_config):
+                # Choosing a free subnet reads the host's routes (pyroute2, ~10 MiB); the default
+                # bridge does it on first use instead (_ensure_pools), before any user network.
+                await asyncio.to_thread(self.store.save, record)
+                return
             net.pool = await self._request_pool(record.ipam_config)
-            if first_time:
-                record.ipam_config = [self._pool_config(net.pool, record.ipam_config)]
         try:
             await asyncio.to_thread(self.store.save, record)
             if not record.predefined or record.driver != "bridge":
@@ -251,6 +253,20 @@ class NetworkService:
 
     # ---- IPAM -------------------------------------------------------------------------------
 
+    async def _ensure_pools(self) -> None:
+        """Give the default bridge its automatic subnet, once, and record it."""
+        for net in self._networks.values():
+            r = net.record
+            if r.predefined and r.driver == "bridge" and net.pool is None:
+                pool = await self._request_pool(r.ipam_config)
+                r.ipam_config = [self._pool_config(pool, r.ipam_config)]
+                try:
+                    await asyncio.to_thread(self.store.save, r)
+                except BaseException:
+                    self.ipam.release_pool(pool.pool_id)
+                    raise
+                net.pool = pool
+
     async def _request_pool(self, config: Sequence[Mapping[str, Any]]) -> Pool:
         if len(config) > 1:
             raise errdefs.InvalidParameter("skiff supports a single IPv4 IPAM config per network")
@@ -306,10 +322,12 @@ class NetworkService:
             "Labels": dict(r.labels),
         }
 
-    def inspect(self, ref: str) -> dict[str, Any]:
-        return self._view(self._find(ref))
+    async def inspect(self, ref: str) -> dict[str, Any]:
+        net = self._find(ref)
+        await self._ensure_pools()
+        return self._view(net)
 
-    def list(self, filters: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
+    async def list(self, filters: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
         filters = dict(filters or {})
         for key in filters:
             if key not in _FILTERS:
@@ -318,6 +336,7 @@ class NetworkService:
             if t not in ("custom", "builtin"):
                 raise errdefs.InvalidParameter(f"invalid filter: 'type'='{t}'")
         dangling = _bool_filter(filters, "dangling")
+        await self._ensure_pools()
         out = []
         for net in sorted(self._networks.values(), key=lambda n: n.record.created):
             r = net.record
@@ -375,6 +394,7 @@ class NetworkService:
             raise errdefs.InvalidParameter("IPv6 networks are not supported by skiff")
         config = [{k: v for k, v in dict(c).items() if v} for c in (ipam_config or ())]
         async with self._lock:
+            await self._ensure_pools()
             if any(n.record.name == name for n in self._networks.values()):
                 raise errdefs.Conflict(f"network with name {name} already exists")
             record = NetworkRecord(
@@ -464,6 +484,7 @@ class NetworkService:
         """Allocate an address and have the driver make the endpoint (not yet joined to a sandbox).
         The default bridge's kernel objects are made here, with its first endpoint."""
         net = self._find(ref)
+        await self._ensure_pools()
         r = net.record
         if not net.kernel_ready:
             await self._driver(r.driver).create_network(self._spec(net))
@@ -509,19 +530,10 @@ class NetworkService:
                     "connecting a running container to a network is not yet supported by skiff"
                 )
             mode = str((c.host_config or {}).get("NetworkMode") or "bridge")
-            if mode in ("host", "none") or mode.startswith("container:") or net.record.driver != "bridge":
-                raise errdefs.Forbidden(
-                    "container cannot be disconnected from host network or connected to host network"
-                    if "host" in (mode, net.record.driver)
-                    else "container sharing network namespace with another container or host cannot be "
-                    "connected to any other network"
-                )
-            settings = c.network_settings.setdefault("Networks", {})
-            if net.record.name in settings:
-                raise errdefs.Forbidden(
-                    f"endpoint with name {c.name.lstrip('/')} already exists in network {net.record.name}"
-                )
             cfg = dict(endpoint_config or {})
+            _check_connect(mode, net.record, cfg)
+            settings = c.network_settings.setdefault("Networks", {})
+            # dockerd 20.10 replaces the endpoint settings of a stopped container silently.
             settings[net.record.name] = {
                 "IPAMConfig": cfg.get("IPAMConfig"), "Links": cfg.get("Links"), "Aliases": cfg.get("Aliases"),
                 "MacAddress": cfg.get("MacAddress") or "", "DriverOpts": cfg.get("DriverOpts"),
@@ -562,6 +574,34 @@ class NetworkService:
         if self.containers is None:
             raise errdefs.Internal("the containers service is not available")
         return self.containers
+
+
+def _check_connect(mode: str, record: NetworkRecord, cfg: Mapping[str, Any]) -> None:
+    """dockerd's runconfig conflicts for connecting a container to one more network."""
+    if mode.startswith("container:"):
+        raise errdefs.Forbidden(
+            "container sharing network namespace with another container or host cannot be connected "
+            "to any other network"
+        )
+    if "host" in (mode, record.driver):
+        raise errdefs.Forbidden(
+            "container cannot be disconnected from host network or connected to host network"
+        )
+    if mode == "none" or record.driver == "null":
+        raise errdefs.Forbidden(
+            "container cannot be connected to multiple networks with one of the networks in private "
+            "(none) mode"
+        )
+    if record.predefined:
+        ipam = cfg.get("IPAMConfig") or {}
+        if isinstance(ipam, dict) and (ipam.get("IPv4Address") or ipam.get("IPv6Address")):
+            raise errdefs.InvalidParameter(
+                "user specified IP address is supported on user defined networks only"
+            )
+        if cfg.get("Aliases"):
+            raise errdefs.InvalidParameter(
+                "network-scoped alias is supported only for containers in user defined networks"
+            )
 
 
 def _bool_filter(filters: Mapping[str, Sequence[str]], key: str) -> bool | None:

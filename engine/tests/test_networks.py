@@ -56,7 +56,8 @@ async def started(rig: Rig) -> NetworkService:
 def test_predefined_networks_and_lazy_default_bridge(rig: Rig) -> None:
     async def body() -> None:
         svc = await started(rig)
-        names = {n["Name"]: n for n in svc.list()}
+        assert svc.ipam.pools() == []  # the default bridge's subnet is chosen on first use
+        names = {n["Name"]: n for n in await svc.list()}
         assert set(names) == {"bridge", "host", "none"}
         assert names["bridge"]["Id"] == PREDEFINED["bridge"]
         assert names["none"]["Driver"] == "null"
@@ -67,10 +68,10 @@ def test_predefined_networks_and_lazy_default_bridge(rig: Rig) -> None:
         ep = await svc.create_endpoint("bridge", "e" * 64, "/web")
         assert PREDEFINED["bridge"] in rig.bridge.networks
         assert str(ep.info.address) == "172.18.0.2/16"
-        view = svc.inspect("bridge")["Containers"]
+        view = (await svc.inspect("bridge"))["Containers"]
         assert view["e" * 64]["Name"] == "web" and view["e" * 64]["IPv4Address"] == "172.18.0.2/16"
         await svc.delete_endpoint("bridge", ep.info.endpoint_id)
-        assert svc.inspect("bridge")["Containers"] == {}
+        assert (await svc.inspect("bridge"))["Containers"] == {}
 
     run(body())
 
@@ -88,8 +89,8 @@ def test_create_inspect_and_lookup(rig: Rig) -> None:
         )
         assert res["Warning"] == "" and len(res["Id"]) == 64
         nid = res["Id"]
-        view = svc.inspect("front")
-        assert view["Id"] == nid and svc.inspect(nid[:5])["Name"] == "front"
+        view = await svc.inspect("front")
+        assert view["Id"] == nid and (await svc.inspect(nid[:5]))["Name"] == "front"
         assert view["IPAM"] == {
             "Driver": "default",
             "Options": {},
@@ -99,13 +100,13 @@ def test_create_inspect_and_lookup(rig: Rig) -> None:
         assert view["Scope"] == "local" and view["EnableIPv4"] and view["Containers"] == {}
         spec = rig.bridge.networks[nid]
         assert spec.internal and str(spec.gateway) == "10.9.0.254/24"
-        with pytest.raises(errdefs.Conflict, match="^network with name front already exists$"):
+        with pytest.raises(errdefs.Conflict, match=r"^network with name front already exists$"):
             await svc.create("front")
-        with pytest.raises(errdefs.NotFound, match="^network nope not found$"):
-            svc.inspect("nope")
+        with pytest.raises(errdefs.NotFound, match=r"^network nope not found$"):
+            await svc.inspect("nope")
         with pytest.raises(errdefs.Forbidden, match="Pool overlaps"):
             await svc.create("other", ipam_config=[{"Subnet": "10.9.0.0/16"}])
-        assert [n["Name"] for n in svc.list()].count("other") == 0
+        assert [n["Name"] for n in await svc.list()].count("other") == 0
         assert ("create", "front") in rig.actions()
 
     run(body())
@@ -120,7 +121,7 @@ def test_unsupported_drivers(rig: Rig) -> None:
             await svc.create("f", "foo")
         with pytest.raises(errdefs.Unavailable, match="not a swarm manager"):
             await svc.create("o", "overlay")
-        assert len(svc.list()) == 3
+        assert len(await svc.list()) == 3
 
     run(body())
 
@@ -131,7 +132,7 @@ def test_create_unwinds_when_the_driver_fails(rig: Rig) -> None:
         rig.bridge.fail_next("create_network", errdefs.Internal("boom"))
         with pytest.raises(errdefs.Internal, match="boom"):
             await svc.create("x", ipam_config=[{"Subnet": "10.5.0.0/24"}])
-        assert not any(n["Name"] == "x" for n in svc.list())
+        assert not any(n["Name"] == "x" for n in await svc.list())
         assert len(list(rig.root.glob("*.json"))) == 3  # the pre-defined records only
         await svc.create("x", ipam_config=[{"Subnet": "10.5.0.0/24"}])  # the pool was released
 
@@ -143,7 +144,7 @@ def test_remove_texts_and_cleanup(rig: Rig) -> None:
         svc = await started(rig)
         nid = (await svc.create("back"))["Id"]
         with pytest.raises(
-            errdefs.Forbidden, match="^bridge is a pre-defined network and cannot be removed$"
+            errdefs.Forbidden, match=r"^bridge is a pre-defined network and cannot be removed$"
         ):
             await svc.remove("bridge")
         ep = await svc.create_endpoint("back", "f" * 64, "db")
@@ -170,22 +171,25 @@ def test_list_filters(rig: Rig) -> None:
         await svc.create("other", labels={"p": "y"})
         await svc.create_endpoint("other", "1" * 64, "c")
 
-        def names(**f: list[str]) -> list[str]:
-            return sorted(n["Name"] for n in svc.list(f))
+        async def names(**f: list[str]) -> list[str]:
+            return sorted(n["Name"] for n in await svc.list(f))
 
-        assert names(name=["proj"]) == ["proj_default"]
-        assert names(id=[a[:6]]) == ["proj_default"]
-        assert names(label=["p=x"]) == ["proj_default"] and names(label=["p"]) == ["other", "proj_default"]
-        assert names(type=["builtin"]) == ["bridge", "host", "none"]
-        assert names(type=["custom"]) == ["other", "proj_default"]
-        assert names(driver=["null"]) == ["none"]
-        assert names(dangling=["true"]) == ["proj_default"]
-        assert "other" in names(dangling=["false"])
+        assert await names(name=["proj"]) == ["proj_default"]
+        assert await names(id=[a[:6]]) == ["proj_default"]
+        assert await names(label=["p=x"]) == ["proj_default"] and await names(label=["p"]) == [
+            "other",
+            "proj_default",
+        ]
+        assert await names(type=["builtin"]) == ["bridge", "host", "none"]
+        assert await names(type=["custom"]) == ["other", "proj_default"]
+        assert await names(driver=["null"]) == ["none"]
+        assert await names(dangling=["true"]) == ["proj_default"]
+        assert "other" in await names(dangling=["false"])
         with pytest.raises(errdefs.InvalidParameter, match="invalid filter 'foo'"):
-            svc.list({"foo": ["1"]})
+            await svc.list({"foo": ["1"]})
         with pytest.raises(errdefs.InvalidParameter, match="'type'='bad'"):
-            svc.list({"type": ["bad"]})
-        assert svc.list({"name": ["other"]})[0]["Containers"] == {}  # list never shows endpoints
+            await svc.list({"type": ["bad"]})
+        assert (await svc.list({"name": ["other"]}))[0]["Containers"] == {}  # list never shows endpoints
 
     run(body())
 
@@ -200,7 +204,7 @@ def test_prune(rig: Rig) -> None:
         assert await svc.prune({"label!": ["k"]}) == {"NetworksDeleted": ["gone"]}
         assert await svc.prune({"until": ["1"]}) == {"NetworksDeleted": None}
         assert await svc.prune() == {"NetworksDeleted": ["keep"]}
-        assert sorted(n["Name"] for n in svc.list()) == ["bridge", "busy", "host", "none"]
+        assert sorted(n["Name"] for n in await svc.list()) == ["bridge", "busy", "host", "none"]
 
     run(body())
 
@@ -209,20 +213,20 @@ def test_restart_restores_records_and_pools(rig: Rig) -> None:
     async def body() -> None:
         svc = await started(rig)
         nid = (await svc.create("persist", labels={"a": "1"}))["Id"]
-        subnet = svc.inspect("persist")["IPAM"]["Config"][0]["Subnet"]
-        bridge_subnet = svc.inspect("bridge")["IPAM"]["Config"][0]["Subnet"]
+        subnet = (await svc.inspect("persist"))["IPAM"]["Config"][0]["Subnet"]
+        bridge_subnet = (await svc.inspect("bridge"))["IPAM"]["Config"][0]["Subnet"]
         await svc.shutdown()
         assert rig.bridge.calls[-1] == ("close", "") and rig.bridge.networks == {}
 
         again = Rig(rig.root, host_nets=rig.host_nets)
         svc2 = await started(again)
-        view = svc2.inspect(nid)
+        view = await svc2.inspect(nid)
         assert view["Name"] == "persist" and view["Labels"] == {"a": "1"}
         assert view["IPAM"]["Config"][0]["Subnet"] == subnet
-        assert svc2.inspect("bridge")["IPAM"]["Config"][0]["Subnet"] == bridge_subnet
+        assert (await svc2.inspect("bridge"))["IPAM"]["Config"][0]["Subnet"] == bridge_subnet
         assert nid in again.bridge.networks  # the user bridge is made again at start
         # The restored pools are taken: a new automatic network gets another subnet.
         await svc2.create("fresh")
-        assert svc2.inspect("fresh")["IPAM"]["Config"][0]["Subnet"] not in (subnet, bridge_subnet)
+        assert (await svc2.inspect("fresh"))["IPAM"]["Config"][0]["Subnet"] not in (subnet, bridge_subnet)
 
     run(body())

@@ -270,6 +270,21 @@ def test_broken_archives(view: FsView, data: bytes, message: str) -> None:
     assert str(info.value) == message
 
 
+def test_file_data_spanning_read_chunks_then_more_members(view: FsView, root: Path) -> None:
+    big = os.urandom(3 * (1 << 20) + 12345)  # several of the extractor's reads, not block-aligned
+    extract(view, "/tmp", make_tar(("f", "big", big), ("f", "small", "after"), ("d", "dir", "")))
+    assert (root / "tmp" / "big").read_bytes() == big
+    assert (root / "tmp" / "small").read_text() == "after"
+    assert (root / "tmp" / "dir").is_dir()
+
+
+def test_member_data_cut_short(view: FsView, root: Path) -> None:
+    data = make_tar(("f", "cut", b"y" * 5000))
+    with pytest.raises(ArchiveError) as info:
+        extract(view, "/tmp", data[: 512 * 3 + 1000])  # pax header, header, part of the data
+    assert str(info.value) == "unexpected EOF"
+
+
 def test_empty_body_is_an_empty_archive(view: FsView, root: Path) -> None:
     extract(view, "/tmp", b"")
     assert list((root / "tmp").iterdir()) == []

@@ -55,6 +55,8 @@ def test_list_shape_and_order(env: Env) -> None:
     assert rows[1]["Labels"] is None
     shared = run(env.service.list_images(shared_size=True))
     assert [r["SharedSize"] for r in shared] == [6, 6]
+    # system df's LayersSize: the shared layer once
+    assert run(env.service.layers_size()) == len(b"hello\n") + len(b"bbb\n")
 
 
 def test_list_filters(env: Env) -> None:
