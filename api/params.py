@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
+
+from starlette.requests import Request
 
 from engine import errdefs
 
@@ -156,3 +159,47 @@ def _parse_go_int(text: str) -> int:
     if not -_INT64_MAX - 1 <= number <= _INT64_MAX:
         raise errdefs.Internal(f'strconv.ParseInt: parsing "{text}": value out of range')
     return number
+
+
+def go_json_kind(value: Any) -> str:
+    """The JSON kind Go's encoding/json names in an UnmarshalTypeError."""
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    return "object"
+
+
+async def read_json_object(
+    request: Request, go_type: str, *, check_content_type: bool = True
+) -> dict[str, Any] | None:
+    """A request body as dockerd's handlers decode it into ``go_type``.
+
+    ``None`` for an empty body or JSON null (Go's decoder sees io.EOF or leaves the value
+    zero); the caller decides whether that is an error. ``check_content_type`` is
+    httputils.CheckForJSON: an absent Content-Type is accepted, another one is refused.
+    """
+    if check_content_type:
+        content_type = request.headers.get("content-type", "")
+        if content_type and content_type.split(";", 1)[0].strip().lower() != "application/json":
+            raise errdefs.InvalidParameter(
+                f"unsupported Content-Type header ({content_type}): must be 'application/json'"
+            )
+    raw = await request.body()
+    if not raw.strip():
+        return None
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errdefs.InvalidParameter(f"invalid JSON: {exc}") from None
+    if body is None:
+        return None
+    if not isinstance(body, dict):
+        raise errdefs.InvalidParameter(
+            f"invalid JSON: json: cannot unmarshal {go_json_kind(body)} into Go value of type {go_type}"
+        )
+    return body

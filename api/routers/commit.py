@@ -8,17 +8,15 @@ sends ``{}``), and then the container's own Config is committed.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from api.deps import get_services
-from api.params import docker_bool
+from api.params import docker_bool, read_json_object
 from api.routers.containers_admin import get_admin
 from api.views.images import docker_json
-from engine import errdefs
 from engine.containers.admin import ContainerAdmin
 from engine.images.commit import CommitOptions, commit_container
 from engine.wiring import Services
@@ -28,37 +26,11 @@ router = APIRouter()
 _NOT_CONFIG = ("HostConfig", "NetworkingConfig")
 
 
-def _go_kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "bool"
-    return "number"
-
-
 async def _config_body(request: Request) -> dict[str, Any] | None:
     """httputils.CheckForJSON, then the create-request decoder; None when no Config was sent."""
-    content_type = request.headers.get("content-type", "")
-    if content_type and content_type.split(";", 1)[0].strip().lower() != "application/json":
-        raise errdefs.InvalidParameter(
-            f"unsupported Content-Type header ({content_type}): must be 'application/json'"
-        )
-    raw = await request.body()
-    if not raw.strip():
-        return None  # io.EOF: dockerd commits the container's own Config
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise errdefs.InvalidParameter(f"invalid JSON: {exc}") from None
+    body = await read_json_object(request, "container.CreateRequest")
     if body is None:
-        return None
-    if not isinstance(body, dict):
-        raise errdefs.InvalidParameter(
-            f"invalid JSON: json: cannot unmarshal {_go_kind(body)} into Go value of type "
-            "container.CreateRequest"
-        )
+        return None  # io.EOF: dockerd commits the container's own Config
     config = {k: v for k, v in body.items() if k not in _NOT_CONFIG and v is not None}
     return config or None
 

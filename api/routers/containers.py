@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 from api import stdcopy
 from api.deps import get_services
 from api.hijack import HijackedConnection, HijackResponse, Session, stream_content_type
-from api.params import docker_bool
+from api.params import docker_bool, read_json_object
 from api.versions import api_version
 from api.views.images import docker_json
 from engine import errdefs
@@ -64,31 +64,10 @@ def _stop_options(request: Request) -> tuple[str | None, int | None]:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
+    body = await read_json_object(request, "container.Config", check_content_type=False)
+    if body is None:
         raise errdefs.InvalidParameter("invalid JSON: got EOF while reading request body")
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise errdefs.InvalidParameter(f"invalid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        kind = _go_type(body)
-        raise errdefs.InvalidParameter(
-            f"invalid JSON: json: cannot unmarshal {kind} into Go value of type container.Config"
-        )
     return body
-
-
-def _go_type(value: Any) -> str:
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    return "null"
 
 
 @router.post("/containers/create")

@@ -8,7 +8,6 @@ first use from ``services.containers`` and ``services.execs``.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -16,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response, StreamingResponse
 
 from api.deps import get_services
-from api.params import Filters, docker_bool
+from api.params import Filters, docker_bool, read_json_object
 from api.views import containers as views
 from api.views.images import docker_json
 from engine import errdefs
@@ -49,27 +48,8 @@ def _limit(value: str | None) -> int:
 
 
 async def _update_body(request: Request) -> dict[str, Any]:
-    """httputils.ReadJSON into a container.UpdateConfig."""
-    content_type = request.headers.get("content-type", "")
-    if content_type and content_type.split(";", 1)[0].strip().lower() != "application/json":
-        raise errdefs.InvalidParameter(
-            f"unsupported Content-Type header ({content_type}): must be 'application/json'"
-        )
-    raw = await request.body()
-    if not raw.strip():
-        return {}  # an empty body is not invalid: nothing to change
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise errdefs.InvalidParameter(f"invalid JSON: {exc}") from None
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        kind = "array" if isinstance(body, list) else "string" if isinstance(body, str) else "number"
-        raise errdefs.InvalidParameter(
-            f"invalid JSON: json: cannot unmarshal {kind} into Go value of type container.UpdateConfig"
-        )
-    return body
+    """httputils.ReadJSON into a container.UpdateConfig; an empty body changes nothing."""
+    return await read_json_object(request, "container.UpdateConfig") or {}
 
 
 @router.get("/containers/json")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +23,7 @@ from starlette.responses import Response
 
 from api.deps import get_services
 from api.hijack import HijackedConnection, HijackResponse, Session
+from api.params import go_json_kind, read_json_object
 from api.stdcopy import STDERR, STDOUT, frame
 from api.versions import api_version
 from api.views.images import docker_json
@@ -138,22 +138,9 @@ def _stream(session: ExecSession, *, tty: bool) -> Session:
 
 async def _read_json(request: Request, fields: tuple[str, ...]) -> dict[str, Any]:
     """dockerd's httputils.ReadJSON, with Go's case-insensitive field matching."""
-    content_type = request.headers.get("content-type", "")
-    if content_type and content_type.split(";", 1)[0].strip().lower() != "application/json":
-        raise errdefs.InvalidParameter(
-            f"unsupported Content-Type header ({content_type}): must be 'application/json'"
-        )
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise errdefs.InvalidParameter(f"invalid JSON: {err}") from err
+    data = await read_json_object(request, "container.ExecOptions")
     if data is None:
         return {}
-    if not isinstance(data, dict):
-        raise errdefs.InvalidParameter(f"invalid JSON: cannot unmarshal {_json_kind(data)} into an object")
     return _fold(data, fields)
 
 
@@ -171,23 +158,13 @@ def _fold(data: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "bool"
-    return "number"
-
-
 def _bool(body: Mapping[str, Any], key: str) -> bool:
     value = body.get(key)
     if value is None:
         return False
     if not isinstance(value, bool):
         raise errdefs.InvalidParameter(
-            f"invalid JSON: cannot unmarshal {_json_kind(value)} into field {key} of type bool"
+            f"invalid JSON: cannot unmarshal {go_json_kind(value)} into field {key} of type bool"
         )
     return value
 

@@ -6,14 +6,13 @@ list. Names use ``{ref:path}`` so that ``GET /networks/a/b`` is the network 404,
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from api.deps import get_services
-from api.params import Filters
+from api.params import Filters, read_json_object
 from api.views.images import docker_json
 from engine import errdefs
 from engine.wiring import Services
@@ -25,20 +24,7 @@ _MAP_FIELDS = ("Labels", "Options")
 
 
 async def _json_body(request: Request, go_type: str) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise errdefs.InvalidParameter(f"invalid JSON: {exc}") from None
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise errdefs.InvalidParameter(
-            f"invalid JSON: json: cannot unmarshal non-object into Go value of type {go_type}"
-        )
-    return body
+    return await read_json_object(request, go_type, check_content_type=False) or {}
 
 
 def _check_create(body: dict[str, Any]) -> None:

@@ -8,14 +8,13 @@ ones: that shim (dockerd's router adds ``all=true``) lives here.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from api.deps import get_services
-from api.params import Filters, docker_bool
+from api.params import Filters, docker_bool, read_json_object
 from api.versions import api_version
 from api.views.images import docker_json
 from engine import errdefs
@@ -28,24 +27,7 @@ _CREATE_FIELDS = {"Name": str, "Driver": str, "DriverOpts": dict, "Labels": dict
 
 async def _create_body(request: Request) -> dict[str, Any]:
     """httputils.ReadJSON into a volume.CreateOptions (an empty body is an empty request)."""
-    content_type = request.headers.get("content-type", "")
-    if content_type and content_type.split(";", 1)[0].strip().lower() != "application/json":
-        raise errdefs.InvalidParameter(
-            f"unsupported Content-Type header ({content_type}): must be 'application/json'"
-        )
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise errdefs.InvalidParameter(f"invalid JSON: {exc}") from None
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise errdefs.InvalidParameter(
-            "invalid JSON: json: cannot unmarshal non-object into Go value of type volume.CreateOptions"
-        )
+    body = await read_json_object(request, "volume.CreateOptions") or {}
     for key, kind in _CREATE_FIELDS.items():
         value = body.get(key)
         if value is None:
