@@ -95,7 +95,8 @@ def stats_ms(samples_s: list[float]) -> dict[str, float]:
 # --- memory ------------------------------------------------------------------------------------------
 
 
-def _proc_tree() -> dict[int, list[int]]:
+def proc_tree() -> dict[int, list[int]]:
+    """ppid -> child pids of every process (bench/run.py uses it for the idle-RSS figure)."""
     tree: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -140,7 +141,7 @@ def engine_pids(daemon_pid: int, container_ids: set[str] | None = None) -> set[i
     container_ids: count only the shims of these containers (a shared daemon runs others' too).
     """
     ns = _pidns(daemon_pid)
-    tree = _proc_tree()
+    tree = proc_tree()
     owned: set[int] = set()
     todo = [daemon_pid]
     while todo:

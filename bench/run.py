@@ -160,21 +160,6 @@ def pid_from_socket(path: str) -> int | None:
     return None
 
 
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # Field 4 (ppid) follows the parenthesised command name, which may itself contain spaces.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        tree.setdefault(ppid, []).append(int(entry.name))
-    return tree
-
-
 def _rss_kib(pid: int) -> tuple[str, int] | None:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
@@ -187,7 +172,7 @@ def _rss_kib(pid: int) -> tuple[str, int] | None:
 
 def daemon_rss(pid: int) -> dict[str, int]:
     """RSS of the daemon and its descendants (dockerd's containerd is its child), per process name."""
-    tree = _children()
+    tree = containers_bench().proc_tree()
     todo, seen = [pid], set()
     per_name: dict[str, int] = {}
     while todo:

@@ -320,3 +320,32 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             if tail:
                 report.sections.append(("skiffd log (tail)", tail))
     return report  # type: ignore[return-value]
+
+
+_container_counter = itertools.count()
+
+
+class ContainerNames:
+    """Unique container names for one docker-py test; ``cleanup`` force-removes what was named."""
+
+    def __init__(self, token: str, client: docker_sdk.DockerClient) -> None:
+        self.prefix = f"skpy-{token}-{next(_container_counter)}"
+        self.client = client
+        self.made: list[str] = []
+
+    def __call__(self, suffix: str = "c") -> str:
+        name = f"{self.prefix}-{suffix}"
+        self.made.append(name)
+        return name
+
+    def cleanup(self) -> None:
+        for name in self.made:
+            with contextlib.suppress(docker_sdk.errors.NotFound):
+                self.client.api.remove_container(name, force=True)
+
+
+@pytest.fixture
+def names(session_token: str, dockerpy: docker_sdk.DockerClient) -> Iterator[ContainerNames]:
+    made = ContainerNames(session_token, dockerpy)
+    yield made
+    made.cleanup()

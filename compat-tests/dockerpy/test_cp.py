@@ -7,9 +7,7 @@ Checked against the reference dockerd too; where dockerd 20.10 answers different
 
 from __future__ import annotations
 
-import contextlib
 import io
-import itertools
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,38 +16,13 @@ import docker
 import pytest
 from conftest import Daemon
 
-_counter = itertools.count()
 MODE_DIR = 1 << 31
 MODE_SYMLINK = 1 << 27
-
-
-class Names:
-    def __init__(self, token: str, client: docker.DockerClient) -> None:
-        self.prefix = f"skpy-cp-{token}-{next(_counter)}"
-        self.client = client
-        self.made: list[str] = []
-
-    def __call__(self, suffix: str = "c") -> str:
-        name = f"{self.prefix}-{suffix}"
-        self.made.append(name)
-        return name
-
-    def cleanup(self) -> None:
-        for name in self.made:
-            with contextlib.suppress(docker.errors.NotFound):
-                self.client.api.remove_container(name, force=True)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def busybox(dockerpy: docker.DockerClient, busybox_tar: Path) -> None:
     dockerpy.images.load(busybox_tar.read_bytes())
-
-
-@pytest.fixture
-def names(session_token: str, dockerpy: docker.DockerClient) -> Iterator[Names]:
-    made = Names(session_token, dockerpy)
-    yield made
-    made.cleanup()
 
 
 def tar_bytes(**files: bytes) -> bytes:

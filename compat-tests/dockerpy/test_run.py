@@ -7,11 +7,8 @@ reference dockerd. Each test removes the containers it made, also when it fails.
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,36 +16,10 @@ import docker
 import pytest
 from docker.utils.socket import consume_socket_output, demux_adaptor, frames_iter
 
-_counter = itertools.count()
-
-
-class Names:
-    def __init__(self, token: str, client: docker.DockerClient) -> None:
-        self.prefix = f"skpy-{token}-{next(_counter)}"
-        self.client = client
-        self.made: list[str] = []
-
-    def __call__(self, suffix: str = "c") -> str:
-        name = f"{self.prefix}-{suffix}"
-        self.made.append(name)
-        return name
-
-    def cleanup(self) -> None:
-        for name in self.made:
-            with contextlib.suppress(docker.errors.NotFound):
-                self.client.api.remove_container(name, force=True)
-
 
 @pytest.fixture(scope="module", autouse=True)
 def busybox(dockerpy: docker.DockerClient, busybox_tar: Path) -> None:
     dockerpy.images.load(busybox_tar.read_bytes())
-
-
-@pytest.fixture
-def names(session_token: str, dockerpy: docker.DockerClient) -> Iterator[Names]:
-    made = Names(session_token, dockerpy)
-    yield made
-    made.cleanup()
 
 
 def test_run_returns_output(dockerpy, names):
