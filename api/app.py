@@ -31,6 +31,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "archive",
     "auth",
     "sysdf",
+    "stats",
 )
 
 

@@ -10,19 +10,25 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import re
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.config import DaemonConfig
+from engine import errdefs
+from engine.config import DEFAULT_BRIDGE, AddressPool, DaemonConfig
 from engine.system import engine_version
 
 DEFAULT_HOST = "unix:///run/skiff/skiff.sock"
 DEFAULT_CONFIG_FILE = Path("/etc/skiff/daemon.json")
 LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "fatal", "panic")
 STOCK_RUNTIME = "runc"
+NO_BRIDGE = "none"  # dockerd's -b none: no default bridge network
+_IFNAME = re.compile(r"[^\s/:]{1,15}")  # what the kernel takes as an interface name
+_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
 
 class ConfigError(Exception):
@@ -50,6 +56,42 @@ def _str_list(key: str, value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigError(f'invalid value for "{key}": expected a list of strings, got {json.dumps(value)}')
     return value
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f'invalid value for "{key}": expected a boolean, got {json.dumps(value)}')
+    return value
+
+
+def _address_pools(key: str, value: Any) -> list[str]:
+    """dockerd's ``[{"base": "10.10.0.0/16", "size": 24}]``, as the flag's ``base=...,size=...`` texts."""
+    if not isinstance(value, list):
+        raise ConfigError(f'invalid value for "{key}": expected a list, got {json.dumps(value)}')
+    out: list[str] = []
+    for pool in value:
+        if (
+            not isinstance(pool, dict)
+            or set(pool) != {"base", "size"}
+            or not isinstance(pool["base"], str)
+            or not isinstance(pool["size"], int)
+            or isinstance(pool["size"], bool)
+        ):
+            raise ConfigError(
+                f'invalid value for "{key}": expected {{"base": "<CIDR>", "size": <int>}}, '
+                f"got {json.dumps(pool)}"
+            )
+        out.append(f"base={pool['base']},size={pool['size']}")
+    return out
+
+
+def go_bool(text: str) -> bool:
+    """A boolean flag's value as Go's strconv.ParseBool reads it (``--iptables=false``)."""
+    if text in _GO_TRUE:
+        return True
+    if text in _GO_FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f'strconv.ParseBool: parsing "{text}": invalid syntax')
 
 
 def _runtimes(key: str, value: Any) -> dict[str, str]:
@@ -85,6 +127,12 @@ DIRECTIVES = (
     Directive("labels", "labels", _str_list),
     Directive("default-runtime", "default_runtime", _str),
     Directive("runtimes", "add_runtime", _runtimes),
+    Directive("bip", "bip", _str),
+    Directive("default-address-pools", "default_address_pools", _address_pools),
+    Directive("bridge", "bridge", _str),
+    Directive("ip-forward", "ip_forward", _bool),
+    Directive("iptables", "iptables", _bool),
+    Directive("outbound-reject-interface", "outbound_reject_interface", _str),
 )
 
 
@@ -106,6 +154,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry-mirror", dest="registry_mirrors", action="append", metavar="URL")
     p.add_argument("--dns", dest="dns", action="append", metavar="IP")
     p.add_argument("--label", dest="labels", action="append", metavar="KEY=VALUE")
+    p.add_argument("--bip", dest="bip", metavar="CIDR", help="default bridge's address (172.30.0.1/16)")
+    p.add_argument(
+        "--default-address-pool",
+        dest="default_address_pools",
+        action="append",
+        metavar="base=CIDR,size=N",
+        help="pool that automatic subnets are cut from (repeatable)",
+    )
+    p.add_argument(
+        "-b",
+        "--bridge",
+        dest="bridge",
+        help=f'name of the default bridge ({DEFAULT_BRIDGE}; "none": no bridge)',
+    )
+    for flag, dest, what in (
+        ("--ip-forward", "ip_forward", "set net.ipv4.ip_forward=1 with the first bridge network (true)"),
+        ("--iptables", "iptables", "add skiff's iptables rules (true)"),
+    ):
+        p.add_argument(flag, dest=dest, nargs="?", const=True, type=go_bool, metavar="BOOL", help=what)
+    p.add_argument(
+        "--outbound-reject-interface",
+        dest="outbound_reject_interface",
+        metavar="IFNAME",
+        help="skiff only: reject forwarding from skiff's bridges to this interface (test daemons)",
+    )
     p.add_argument("-v", "--version", action="version", version=f"skiffd version {engine_version()}")
     return p
 
@@ -192,6 +265,58 @@ def _check_values(settings: dict[str, Any]) -> None:
             raise ConfigError(f'invalid mirror: unsupported scheme "{scheme}" in "{mirror}"')
 
 
+def _parse_bip(value: str) -> ipaddress.IPv4Interface:
+    try:
+        if "/" not in value:
+            raise ValueError(value)
+        bip = ipaddress.IPv4Interface(value)
+    except ValueError:
+        raise ConfigError(f"invalid CIDR address: {value}") from None
+    net = bip.network
+    if net.prefixlen < 31 and bip.ip in (net.network_address, net.broadcast_address):
+        raise ConfigError(f"--bip {value}: the bridge needs a host address of {net}, not {bip.ip}")
+    return bip
+
+
+def _parse_pools(values: Sequence[str]) -> tuple[AddressPool, ...]:
+    pools: list[AddressPool] = []
+    for value in values:
+        try:
+            pools.append(AddressPool.parse(value))
+        except errdefs.EngineError as exc:
+            raise ConfigError(
+                f'invalid argument "{value}" for "--default-address-pool" flag: {exc.message}'
+            ) from None
+    return tuple(pools)
+
+
+def _network_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The DaemonConfig fields of the bridge network; -b with --bip is allowed, unlike dockerd:
+    skiff makes the named bridge itself, so it needs an address as much as skiff0 does."""
+    bridge = settings.get("bridge", DEFAULT_BRIDGE)
+    if bridge != NO_BRIDGE and not _IFNAME.fullmatch(bridge):
+        raise ConfigError(f"invalid bridge name: {bridge!r}")
+    bip = _parse_bip(settings["bip"]) if "bip" in settings else None
+    if bridge == NO_BRIDGE and bip is not None:
+        raise ConfigError(
+            "You specified -b none & --bip: --bip configures the default bridge, which -b none disables"
+        )
+    iptables = settings.get("iptables", True)
+    reject = settings.get("outbound_reject_interface")
+    if reject is not None and (not iptables or not _IFNAME.fullmatch(reject)):
+        raise ConfigError(
+            f"invalid outbound-reject-interface {reject!r}: needs an interface name and --iptables=true"
+        )
+    return {
+        "bip": bip,
+        "default_address_pools": _parse_pools(settings.get("default_address_pools") or ()),
+        "bridge": None if bridge == NO_BRIDGE else bridge,
+        "ip_forward": settings.get("ip_forward", True),
+        "iptables": iptables,
+        "outbound_reject_interface": reject,
+    }
+
+
 def load_config(argv: Sequence[str] | None = None) -> DaemonConfig:
     flags = build_parser().parse_args(argv)
     explicit_file = flags.config_file is not None
@@ -221,4 +346,5 @@ def load_config(argv: Sequence[str] | None = None) -> DaemonConfig:
         registry_mirrors=tuple(settings.get("registry_mirrors") or ()),
         dns=tuple(settings.get("dns") or ()),
         labels=tuple(settings.get("labels") or ()),
+        **_network_settings(settings),
     )

@@ -315,6 +315,14 @@ def configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # pyroute2 logs every netlink message at debug level (thousands of lines per container start)
+    # and resets its logger's level when imported, so the filter sits on the handlers instead.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_quiet_pyroute2)
+
+
+def _quiet_pyroute2(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.INFO or not record.name.startswith("pyroute2")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

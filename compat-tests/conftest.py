@@ -112,6 +112,23 @@ def _probe(host: str, shared: bool, pid: int | None, log: Callable[[], str]) -> 
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def host_left_as_found() -> Iterator[None]:
+    """Set up before, torn down after every test daemon of the session (tools/hoststate.py says
+    what is compared and why only the test daemons' own parts of the host)."""
+    if os.environ.get("SKIFF_TEST_DOCKER_HOST") or os.geteuid() != 0:
+        yield
+        return
+    hoststate, testdaemon = load_tool("hoststate"), load_tool("testdaemon")
+    before = hoststate.capture()
+    yield
+    problems = hoststate.differences(before, hoststate.capture(), testdaemon.STARTED)
+    for d in testdaemon.STARTED:
+        if d.exit_code == 0 and (d.leftovers or d.leftover_sandboxes):  # killed ones are exempt
+            problems.append(f"{d.bridge}: left {d.leftovers} and sandboxes {d.leftover_sandboxes}")
+    assert not problems, "the test daemons changed the host:\n" + "\n".join(problems)
+
+
 @pytest.fixture(scope="session")
 def daemon() -> Iterator[Daemon]:
     given = os.environ.get("SKIFF_TEST_DOCKER_HOST")

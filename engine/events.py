@@ -43,11 +43,12 @@ class Event:
         """Docker's events.Message, with the legacy fields dockerd still sends below API 1.52."""
         message: dict[str, Any] = {}
         # docker CLI < 25 (and compose through it) read status/id/from and break without them.
-        if self.type == "container":
-            message.update(status=self.action, id=self.actor_id)
-            message["from"] = self.attributes.get("image", "")
-        elif self.type == "image":
-            message.update(status=self.action, id=self.actor_id)
+        if self.type in ("container", "image"):
+            legacy = {"status": self.action, "id": self.actor_id}
+            if self.type == "container":
+                legacy["from"] = self.attributes.get("image", "")
+            # Go's omitempty: a prune event (no actor ID) has "status" alone.
+            message.update((key, value) for key, value in legacy.items() if value)
         message.update(
             Type=self.type,
             Action=self.action,

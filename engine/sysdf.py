@@ -1,5 +1,7 @@
 """Disk usage (``GET /system/df``): images with their container counts and shared sizes, containers
-with their sizes, volumes with ``UsageData``, and the build cache (skiff has no builder: empty).
+with their sizes, volumes with ``UsageData``, and the build cache. skiff keeps no build cache, so
+``BuildCache`` is what dockerd's BuildKit answers when its cache is empty (``null``), and
+``POST /build/prune`` checks its options as dockerd does and reclaims nothing.
 
 Only the kinds asked for are computed: each one walks the disk. Rendering of the rows (API
 version differences) stays in the API layer.
@@ -14,8 +16,12 @@ from typing import Any, Protocol
 
 from engine import errdefs
 from engine.containers.admin import Listed
+from engine.images.timestamps import get_timestamp
 
 OBJECT_TYPES = ("container", "image", "volume", "build-cache")
+# BuildKit's cache record fields a prune filter may name (one value each), then the age filters.
+BUILD_CACHE_FIELDS = ("id", "parent", "type", "description", "inuse", "shared", "private")
+BUILD_PRUNE_FILTERS = (*BUILD_CACHE_FIELDS, "until", "unused-for", "label", "label!")
 
 
 class _Images(Protocol):
@@ -69,6 +75,7 @@ class DiskUsage:
     images: list[dict[str, Any]] | None = None
     containers: list[Listed] | None = None
     volumes: list[dict[str, Any]] | None = None
+    # Go's nil slice: BuildKit lists no records, so dockerd answers ``null`` even when asked.
     build_cache: list[dict[str, Any]] | None = field(default=None)
 
 
@@ -93,9 +100,39 @@ async def disk_usage(
         out.layers_size = await images.layers_size()
     if opts.volumes:
         out.volumes = await _volumes(volumes) if volumes is not None else []
-    if opts.build_cache:
-        out.build_cache = []
     return out
+
+
+def prune_build_cache(filters: dict[str, list[str]]) -> dict[str, Any]:
+    """``POST /build/prune``: dockerd's filter checks (toBuildkitPruneInfo); nothing to delete."""
+    try:
+        _check_build_prune_filters(filters)
+    except errdefs.EngineError as e:
+        raise type(e)(f"failed to prune build cache: {e.message}") from None
+    return {"CachesDeleted": None, "SpaceReclaimed": 0}
+
+
+def _check_build_prune_filters(filters: dict[str, list[str]]) -> None:
+    for key in filters:
+        if key not in BUILD_PRUNE_FILTERS:
+            raise errdefs.InvalidParameter(f"invalid filter '{key}'")
+    until, unused_for = filters.get("until", []), filters.get("unused-for", [])
+    if until and unused_for:
+        raise errdefs.InvalidParameter('conflicting filters: "until" and "unused-for"')
+    key = "unused-for" if unused_for else "until"
+    values = until + unused_for
+    if len(values) > 1:
+        raise errdefs.InvalidParameter("filters expect only one value")
+    if values:
+        try:
+            get_timestamp(values[0])
+        except errdefs.EngineError as e:
+            raise errdefs.InvalidParameter(
+                f"\"{key}\" filter expects a duration (e.g., '24h') or a timestamp: {e.message}"
+            ) from None
+    for name in BUILD_CACHE_FIELDS:
+        if len(filters.get(name, [])) > 1:
+            raise errdefs.InvalidParameter("filters expect only one value")
 
 
 async def _volumes(volumes: _Volumes) -> list[dict[str, Any]]:

@@ -249,7 +249,8 @@ class SystemService:
                 "SecurityOptions": ["name=cgroupns"] if cg.version == "2" else [],
                 "FirewallBackend": {"Driver": "iptables"},
                 "CDISpecDirs": [],
-                "Warnings": self._warnings(facts),
+                # Go's nil slice when there is nothing to warn about.
+                "Warnings": self._warnings(facts) or None,
             }
         )
         return info

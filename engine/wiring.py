@@ -46,10 +46,16 @@ def prepare_roots(config: DaemonConfig) -> None:
     config.exec_root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
-def _bridge_driver() -> NetworkDriver:
+def _bridge_driver(config: DaemonConfig) -> NetworkDriver:
     from network.bridge import BridgeDriver
+    from network.firewall import Firewall
+    from network.reconcile import daemon_marks
 
-    return BridgeDriver()
+    marks = daemon_marks(config.bridge, config.data_root)
+    firewall = Firewall(
+        chains=marks.chains, enabled=config.iptables, outbound_reject=config.outbound_reject_interface
+    )
+    return BridgeDriver(firewall, ip_forward=config.ip_forward, link_alias=marks.link_alias)
 
 
 def _host_networks() -> list[IPv4Network]:
@@ -68,12 +74,13 @@ def build(config: DaemonConfig) -> Services:
     from engine.containers.store import ContainerStore
     from engine.images.endpoints import RegistryOptions
     from engine.images.service import ImageService
-    from engine.networks.lazydriver import LazyDriver
+    from engine.networks.attach import ContainerNetworking
+    from engine.networks.lazydriver import LazyDriver, LazySandboxes
     from engine.networks.service import NetworkService
     from engine.networks.store import NetworkStore
     from engine.volumes.service import VolumeService
     from network.host import HostDriver
-    from network.ipam import Ipam
+    from network.ipam import DEFAULT_ADDRESS_POOLS, Ipam
     from network.null import NullDriver
     from runtime.runc import OciRuntime
     from storage.content import ContentStore
@@ -95,16 +102,22 @@ def build(config: DaemonConfig) -> Services:
     network_ids = networkids.load_or_create(config.data_root / "network" / "predefined.json")
     # pyroute2 (bridge driver, host routes) is imported only when a bridge network is first used.
     drivers: dict[str, NetworkDriver] = {
-        "bridge": LazyDriver("bridge", _bridge_driver),
+        "bridge": LazyDriver("bridge", lambda: _bridge_driver(config)),
         "host": HostDriver(),
         "null": NullDriver(),
     }
     networks = NetworkService(
         NetworkStore(config.data_root / "network" / "networks"),
         drivers,
-        Ipam(host_networks=_host_networks),
+        Ipam(config.default_address_pools or DEFAULT_ADDRESS_POOLS, host_networks=_host_networks),
         events,
         predefined_ids=network_ids,
+        default_bridge_subnet=str(config.bip.network) if config.bip else None,
+        default_bridge_address=str(config.bip.ip) if config.bip else None,
+        default_bridge_name=config.bridge,
+    )
+    networking = ContainerNetworking(
+        networks, LazySandboxes(config.exec_root / "netns"), events, daemon_dns=list(config.dns)
     )
     containers = ContainerService(
         store=ContainerStore(config.data_root / "containers"),
@@ -117,12 +130,23 @@ def build(config: DaemonConfig) -> Services:
         dns=list(config.dns),
         network_ids=network_ids,
         volumes=volumes,
+        networking=networking,
     )
     volumes.set_usage_checker(containers.mounts.volume_users)
     system.container_counts = containers.counts
     images.set_usage_checker(containers.image_usage)
     execs = ExecService(containers, events)
-    networks.set_containers(containers)
+    from engine.containers.health import ExecProbes, HealthMonitor, kill_process_tree
+
+    # Health checks run as execs and follow each container's runs through the state hooks.
+    health = HealthMonitor(
+        ExecProbes(execs, kill_process_tree),
+        publish=containers.publish,
+        save=containers.save,
+        spawn=containers.spawn,
+    )
+    containers.state_hooks.append(health.update)
+    networks.set_containers(containers, networking)
     return Services(
         config=config,
         events=events,
@@ -140,7 +164,12 @@ async def start(services: Services) -> None:
     from engine.containers.restore import restore
 
     if services.networks is not None:
+        from network.reconcile import daemon_marks, reconcile
+
+        await reconcile(daemon_marks(services.config.bridge, services.config.data_root))
         await services.networks.start()
+    if services.containers is not None and services.containers.networking is not None:
+        await services.containers.networking.start()
     await restore(services.containers)
 
 

@@ -2,9 +2,9 @@
 
 A network is a bridge (``br-<id12>``, or ``com.docker.network.bridge.name``; ``skiff0`` for the
 default network, which the engine names that way) carrying the gateway address. An endpoint is a
-veth pair: the host side ``veth<7 hex>`` is a port of the bridge (hairpin on, so a container can
-reach itself through its published port), the peer waits in the host namespace until ``join``
-moves it into the sandbox, renamed ``eth0``, with the endpoint's address and MAC and a default
+veth pair, made by ``join``: the host side ``veth<7 hex>`` (named when the endpoint is created) is a
+port of the bridge (hairpin on, so a container can reach itself through its published port), the
+peer is created inside the sandbox as ``eth0``, with the endpoint's address and MAC and a default
 route via the gateway (unless the network is internal or the caller asks for none). Deleting the
 interface inside the sandbox, or the sandbox itself, destroys both ends.
 
@@ -15,9 +15,11 @@ books (networks, endpoints, published ports) and drives the firewall and the por
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import os
 import re
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_address
@@ -30,11 +32,10 @@ from engine import errdefs
 from network.driver import EndpointInfo, EndpointSpec, JoinInfo, NetworkSpec, mac_address
 from network.firewall import BridgeRules, Firewall, PortForward
 from network.links import (
-    create_veth,
+    create_veth_in_sandbox,
     delete_bridge,
     delete_veth,
     ensure_bridge,
-    move_into_sandbox,
     remove_from_sandbox,
     write_sysctl,
 )
@@ -103,10 +104,10 @@ def _bool_opt(opts: Mapping[str, str], key: str) -> bool:
 class _Endpoint:
     info: EndpointInfo
     address: IPv4Interface
-    peer_ifname: str
     netns: Path | None = None
     ifname: str = ""
     mappings: list[PortMapping] = field(default_factory=list)
+    made: bool = False  # whether join made the veth pair (the host name is only reserved before)
 
 
 @dataclass
@@ -132,7 +133,8 @@ def _binding_address(text: str, default: IPv4Address) -> IPv4Address | None:
 
 class BridgeDriver:
     """``ip_forward=True`` sets net.ipv4.ip_forward=1 with the first network, as dockerd's --ip-forward
-    does; skiff's daemon passes its flag, tests leave the host's setting alone."""
+    does; skiff's daemon passes its flag, tests leave the host's setting alone. ``link_alias`` is the
+    daemon's mark on its bridges and veths (``network.reconcile.DaemonMarks``)."""
 
     name = "bridge"
 
@@ -142,10 +144,12 @@ class BridgeDriver:
         ports: PortAllocator | None = None,
         *,
         ip_forward: bool = False,
+        link_alias: str | None = None,
     ) -> None:
         self.firewall = firewall or Firewall()
         self.ports = ports or PortAllocator()
         self.ip_forward = ip_forward
+        self.link_alias = link_alias  # marks bridges and veths for network.reconcile
         self._networks: dict[str, _Network] = {}
 
     async def create_network(self, spec: NetworkSpec) -> None:
@@ -169,6 +173,7 @@ class BridgeDriver:
                 config.mtu,
                 route_localnet=not spec.internal,
                 owner=spec.network_id,
+                alias=self.link_alias,
             ),
             what="failed to create bridge",
         )
@@ -203,11 +208,10 @@ class BridgeDriver:
                 f"address {address} is not in the network's subnet {net.config.subnet}"
             )
         mac = endpoint.mac_address or mac_address(address.ip)
-        host, peer = await self._thread(
-            create_veth, net.config.bridge, mac, net.config.mtu, what="failed to create veth"
-        )
+        # The veth pair itself is made by join, straight into the sandbox.
+        host = f"veth{secrets.token_hex(4)[:7]}"
         info = EndpointInfo(network_id, endpoint.endpoint_id, address, mac, host)
-        net.endpoints[endpoint.endpoint_id] = _Endpoint(info, address, peer)
+        net.endpoints[endpoint.endpoint_id] = _Endpoint(info, address)
         return info
 
     async def join(
@@ -224,10 +228,23 @@ class BridgeDriver:
         if ep.netns is not None:
             raise errdefs.Conflict(f"endpoint {endpoint_id} is already joined")
         gateway = net.config.gateway.ip if default_route and not net.spec.internal else None
-        await self._thread(
-            move_into_sandbox, ep.peer_ifname, netns, ifname, ep.address, gateway, what="failed to join"
+        host = await self._thread(
+            functools.partial(
+                create_veth_in_sandbox,
+                net.config.bridge,
+                netns,
+                ifname,
+                ep.address,
+                gateway,
+                mac=ep.info.mac_address,
+                mtu=net.config.mtu,
+                host=ep.info.host_ifname,
+                alias=self.link_alias,
+            ),
+            what="failed to join",
         )
-        ep.netns, ep.ifname = netns, ifname
+        ep.info = dataclasses.replace(ep.info, host_ifname=host)
+        ep.netns, ep.ifname, ep.made = netns, ifname, True
         return JoinInfo(ifname, gateway)
 
     async def leave(self, network_id: str, endpoint_id: str) -> None:
@@ -244,7 +261,8 @@ class BridgeDriver:
         if ep is None:
             return
         await self.leave(network_id, endpoint_id)
-        await self._thread(delete_veth, ep.info.host_ifname, what="failed to delete veth")
+        if ep.made:  # never joined: no link of that name is ours
+            await self._thread(delete_veth, ep.info.host_ifname, what="failed to delete veth")
         del net.endpoints[endpoint_id]
 
     async def publish_ports(

@@ -14,9 +14,14 @@ Every rule skiff makes lives in chains of its own; the built-in chains only get 
 
 These accept rules make skiff work where the FORWARD policy is DROP and bridged frames pass
 through iptables (br_netfilter), and they name only skiff's bridges, so other engines' chains and
-bridges are left alone. Rules skiff did not make are never touched: the owned chains are rewritten
-as a whole with one ``iptables-restore --noflush`` per change (atomic per table; declaring a chain
-flushes it), and ``teardown`` removes only the jumps and chains it created.
+bridges are left alone. Rules skiff did not make are never touched: every change is one
+``iptables-restore --noflush`` (atomic per table), and ``teardown`` removes only the jumps and chains
+it created. A change that only adds rules (a new bridge, published ports: every container start
+with ``-p``) inserts them where the full rendering has them (``-I <chain> <position>``); anything
+else, and an insertion that fails, rewrites the owned chains as a whole (declaring a chain flushes
+it). The difference is the kernel's: with iptables-nft a commit that deletes rules makes
+iptables-restore wait for an RCU grace period as it exits, 10-15 ms per table on a loaded 2-core
+machine, where a commit that only adds rules takes 2-4 ms in all.
 
 Ports are published without a userland proxy (dockerd's ``--userland-proxy=false``): the DNAT in
 OUTPUT also catches 127.0.0.1, which the kernel routes into a bridge only with
@@ -163,11 +168,26 @@ def _proto_match(proto: str, port: int) -> str:
     return f"-p {proto} -m {proto} --dport {port}"
 
 
+OUTBOUND_REJECT_COMMENT = "skiff-outbound-reject"
+
+
 def filter_rules(
-    chains: Chains, networks: Sequence[BridgeRules], forwards: Sequence[PortForward]
+    chains: Chains,
+    networks: Sequence[BridgeRules],
+    forwards: Sequence[PortForward],
+    outbound_reject: str | None = None,
 ) -> list[list[str]]:
+    """``outbound_reject``: an interface that nothing from these bridges may be forwarded to (test
+    daemons); the REJECTs come first in the forward chain, ahead of every ACCEPT."""
     fwd, iso1, iso2 = chains.forward, chains.isolation1, chains.isolation2
-    rules = [_rule(f"-A {fwd} -j {iso1}")]
+    rules: list[list[str]] = []
+    if outbound_reject is not None:
+        _check_ifname(outbound_reject)
+        rules += [
+            ["-A", fwd, *outbound_reject_rule(n.bridge, outbound_reject, OUTBOUND_REJECT_COMMENT)]
+            for n in networks
+        ]
+    rules.append(_rule(f"-A {fwd} -j {iso1}"))
     stage1: list[list[str]] = []
     stage2: list[list[str]] = []
     for n in networks:
@@ -220,11 +240,16 @@ def nat_rules(
     return rules
 
 
-def render_restore(chains: Chains, networks: Sequence[BridgeRules], forwards: Sequence[PortForward]) -> str:
+def render_restore(
+    chains: Chains,
+    networks: Sequence[BridgeRules],
+    forwards: Sequence[PortForward],
+    outbound_reject: str | None = None,
+) -> str:
     """``iptables-restore --noflush`` input that rewrites every owned chain (both tables, one call)."""
     out: list[str] = []
     for table, rules in (
-        ("filter", filter_rules(chains, networks, forwards)),
+        ("filter", filter_rules(chains, networks, forwards, outbound_reject)),
         ("nat", nat_rules(chains, networks, forwards)),
     ):
         out.append(f"*{table}")
@@ -232,6 +257,62 @@ def render_restore(chains: Chains, networks: Sequence[BridgeRules], forwards: Se
         out += [" ".join(rule) for rule in rules]
         out.append("COMMIT")
     return "\n".join(out) + "\n"
+
+
+def _rules_by_chain(rules: Sequence[Sequence[str]]) -> dict[str, list[str]]:
+    by_chain: dict[str, list[str]] = {}
+    for rule in rules:  # every rule is ["-A", chain, ...]
+        by_chain.setdefault(rule[1], []).append(" ".join(rule[2:]))
+    return by_chain
+
+
+def _insertions(old: Sequence[str], new: Sequence[str]) -> list[tuple[int, str]] | None:
+    """(1-based position, rule) to insert, in order, so that a chain holding ``old`` holds ``new``;
+    None when ``new`` does not keep every rule of ``old`` in its order (something goes away)."""
+    out: list[tuple[int, str]] = []
+    j = 0
+    for i, rule in enumerate(new):
+        if j < len(old) and old[j] == rule:
+            j += 1
+        else:
+            out.append((i + 1, rule))
+    return out if j == len(old) else None
+
+
+def render_insertions(
+    chains: Chains,
+    before: tuple[Sequence[BridgeRules], Sequence[PortForward]],
+    after: tuple[Sequence[BridgeRules], Sequence[PortForward]],
+    outbound_reject: str | None = None,
+) -> str | None:
+    """``iptables-restore --noflush`` input that turns the chains ``render_restore`` wrote for
+    ``before`` into what it would write for ``after`` by inserting rules only; "" when nothing
+    changes, None when some rule would have to go (then the chains are rewritten as a whole)."""
+    out: list[str] = []
+    for table, old_rules, new_rules in (
+        (
+            "filter",
+            filter_rules(chains, *before, outbound_reject),
+            filter_rules(chains, *after, outbound_reject),
+        ),
+        ("nat", nat_rules(chains, *before), nat_rules(chains, *after)),
+    ):
+        old, new = _rules_by_chain(old_rules), _rules_by_chain(new_rules)
+        lines: list[str] = []
+        for chain in new.keys() | old.keys():
+            inserts = _insertions(old.get(chain, []), new.get(chain, []))
+            if inserts is None:
+                return None
+            lines += [f"-I {chain} {pos} {rule}" for pos, rule in inserts]
+        if lines:
+            out += [f"*{table}", *sorted(lines, key=_position_order), "COMMIT"]
+    return "\n".join(out) + "\n" if out else ""
+
+
+def _position_order(line: str) -> tuple[str, int]:
+    # Per chain, lower positions first: each insertion's position counts the ones before it.
+    _, chain, pos = line.split(maxsplit=3)[:3]
+    return chain, int(pos)
 
 
 def teardown_argvs(chains: Chains) -> list[list[str]]:
@@ -274,11 +355,23 @@ class Firewall:
 
     The chains and jumps are created with the first bridge and removed with the last one.
     Changes are serialised; a failed apply restores the previous desired state and raises
-    ``errdefs.Internal`` with iptables' message.
+    ``errdefs.Internal`` with iptables' message. ``enabled=False`` (dockerd's --iptables=false) keeps
+    the books but runs nothing; ``outbound_reject`` see ``filter_rules``.
     """
 
-    def __init__(self, runner: CommandRunner = run_command, chains: Chains | None = None) -> None:
+    def __init__(
+        self,
+        runner: CommandRunner = run_command,
+        chains: Chains | None = None,
+        *,
+        enabled: bool = True,
+        outbound_reject: str | None = None,
+    ) -> None:
+        if outbound_reject is not None:
+            _check_ifname(outbound_reject)
         self.chains = chains or Chains()
+        self.enabled = enabled
+        self.outbound_reject = outbound_reject
         self._run = runner
         self._networks: dict[str, BridgeRules] = {}
         self._forwards: list[PortForward] = []
@@ -294,17 +387,18 @@ class Firewall:
         return list(self._forwards)
 
     def render(self) -> str:
-        return render_restore(self.chains, self.networks, self._forwards)
+        return render_restore(self.chains, self.networks, self._forwards, self.outbound_reject)
 
     async def add_network(self, rules: BridgeRules) -> None:
         async with self._locked():
             old = self._networks.get(rules.bridge)
+            before = self._state()
             self._networks[rules.bridge] = rules
             try:
                 if not self._active:
                     await self._setup()
                 else:
-                    await self._apply()
+                    await self._apply(before)
             except BaseException:
                 if old is None:
                     del self._networks[rules.bridge]
@@ -328,9 +422,10 @@ class Firewall:
                 if f.bridge not in self._networks:
                     raise errdefs.NotFound(f"no firewall rules for bridge {f.bridge}")
             before = list(self._forwards)
+            state = self._state()
             self._forwards += forwards
             try:
-                await self._apply()
+                await self._apply(state)
             except BaseException:
                 self._forwards = before
                 raise
@@ -357,6 +452,15 @@ class Firewall:
             if self._active:
                 await self._teardown()
 
+    async def reset(self) -> None:
+        """Remove this prefix's jumps and chains whether or not this object made them: what a
+        crashed daemon of the same prefix left (``network.reconcile``). Runs even when disabled,
+        since a predecessor may have run with iptables on."""
+        async with self._locked():
+            self._networks.clear()
+            self._forwards.clear()
+            await self._teardown(force=True)
+
     def _locked(self) -> asyncio.Lock:
         if self._lock is None:
             self._lock = asyncio.Lock()
@@ -369,10 +473,27 @@ class Firewall:
             raise errdefs.Internal(f"iptables failed: {' '.join(argv)}: {detail}")
         return result
 
-    async def _apply(self) -> None:
+    def _state(self) -> tuple[list[BridgeRules], list[PortForward]]:
+        return self.networks, self.forwards
+
+    async def _apply(self, before: tuple[list[BridgeRules], list[PortForward]] | None = None) -> None:
+        """Make the kernel's chains match the desired state; ``before``: the state they were last
+        written for, when only insertions may be needed."""
+        if not self.enabled:
+            return
+        if before is not None:
+            delta = render_insertions(self.chains, before, self._state(), self.outbound_reject)
+            if delta == "":
+                return
+            # A chain changed behind skiff's back may refuse an insertion; the rewrite repairs it.
+            if delta is not None and (await self._run(restore_argv(), delta.encode())).returncode == 0:
+                return
         await self._check(restore_argv(), self.render().encode())
 
     async def _setup(self) -> None:
+        if not self.enabled:
+            self._active = True
+            return
         user = self.chains.user
         created = await self._run(iptables_argv("filter", "-N", user), None)
         if created.returncode == 0:
@@ -389,7 +510,10 @@ class Firewall:
                 await self._check(jump_argv(rule, "add"))
         self._active = True
 
-    async def _teardown(self) -> None:
+    async def _teardown(self, *, force: bool = False) -> None:
+        if not self.enabled and not force:
+            self._active = False
+            return
         user_is_ours = await self._user_chain_is_ours()
         for rule in jump_rules(self.chains):
             if rule.args[-1] != self.chains.user or user_is_ours:

@@ -1,9 +1,14 @@
 """Link-level kernel work for the bridge driver, through pyroute2 (blocking; run in worker threads).
 
 Bridges carry a fixed locally administered MAC (02:42:...), as dockerd's do, so the bridge's
-address does not change as ports come and go. Veth pairs are made in the host namespace with the
-endpoint's MAC on the peer; joining moves the peer into the sandbox under its final name and
-configures it from a thread inside the sandbox. Every function unwinds what it made if it fails.
+address does not change as ports come and go. A joining endpoint's veth pair is made with its peer
+already in the sandbox, under its final name and with the endpoint's MAC, and configured from a
+thread inside the sandbox. Every function unwinds what it made if it fails.
+
+With an ``alias``, bridges and host-side veths carry it as their interface alias (IFLA_IFALIAS,
+``ip link`` shows it): that is how ``network.reconcile`` finds what a crashed daemon of the same
+identity left, without touching links of another engine or another skiff daemon. The kernel takes
+no alias when a link is created, so it is set in the first change after creation.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from engine import errdefs
+from network.reconcile import ALIAS_PREFIX
 from network.sandbox import is_netns, run_in_netns
 
 
@@ -46,7 +52,9 @@ def write_sysctl(key: str, value: str) -> None:
         f.write(value)
 
 
-def ensure_bridge(name: str, gw: IPv4Interface, mtu: int, *, route_localnet: bool, owner: str) -> None:
+def ensure_bridge(
+    name: str, gw: IPv4Interface, mtu: int, *, route_localnet: bool, owner: str, alias: str | None = None
+) -> None:
     """Create the bridge, or adopt one left by a crash (emptied of its stale veth ports).
     ``owner`` names the network in error messages."""
     with IPRoute() as ipr:
@@ -57,12 +65,14 @@ def ensure_bridge(name: str, gw: IPv4Interface, mtu: int, *, route_localnet: boo
                 ipr.link("add", ifname=name, kind="bridge", address=_random_mac(), mtu=mtu)
                 index = _link_index(ipr, name)
                 assert index is not None
+                if alias:
+                    ipr.link("set", index=index, ifalias=alias)
             else:
-                _check_adoptable(ipr, index, name, gw, owner)
+                _check_adoptable(ipr, index, name, gw, owner, alias)
                 for port in ipr.get_links():
                     if port.get("master") == index and str(port.get("ifname", "")).startswith("veth"):
                         ipr.link("del", index=port["index"])
-                ipr.link("set", index=index, mtu=mtu)
+                ipr.link("set", index=index, mtu=mtu, **({"ifalias": alias} if alias else {}))
             if not any(
                 a.get("address") == str(gw.ip) and a["prefixlen"] == gw.network.prefixlen
                 for a in ipr.get_addr(index=index, family=socket.AF_INET)
@@ -84,10 +94,18 @@ def ensure_bridge(name: str, gw: IPv4Interface, mtu: int, *, route_localnet: boo
             raise
 
 
-def _check_adoptable(ipr: IPRoute, index: int, name: str, gw: IPv4Interface, owner: str) -> None:
+def _check_adoptable(
+    ipr: IPRoute, index: int, name: str, gw: IPv4Interface, owner: str, alias: str | None
+) -> None:
     link = ipr.get_links(index)[0]
     if link.get(("linkinfo", "kind")) != "bridge":
         raise errdefs.Forbidden(f"cannot create network {owner} ({name}): not a bridge device")
+    # Adopting empties the bridge of its veths: never do that to another skiff daemon's bridge.
+    theirs = str(link.get("ifalias") or "")
+    if theirs.startswith(ALIAS_PREFIX) and theirs != alias:
+        raise errdefs.Forbidden(
+            f"cannot create network {owner} ({name}): the bridge belongs to another skiff daemon"
+        )
     for a in ipr.get_addr(index=index, family=socket.AF_INET):
         if a.get("address") != str(gw.ip):
             raise errdefs.Forbidden(
@@ -107,7 +125,7 @@ def delete_bridge(name: str) -> None:
         _delete_link(ipr, name)
 
 
-def create_veth(bridge: str, mac: str, mtu: int) -> tuple[str, str]:
+def create_veth(bridge: str, mac: str, mtu: int, alias: str | None = None) -> tuple[str, str]:
     """A veth pair with its host side up on ``bridge``; returns (host name, peer name)."""
     with IPRoute() as ipr:
         master = _link_index(ipr, bridge)
@@ -132,7 +150,7 @@ def create_veth(bridge: str, mac: str, mtu: int) -> tuple[str, str]:
         try:
             index = _link_index(ipr, host)
             assert index is not None
-            ipr.link("set", index=index, master=master, state="up")
+            ipr.link("set", index=index, master=master, state="up", **({"ifalias": alias} if alias else {}))
             ipr.brport("set", index=index, mode=1)  # hairpin
         except BaseException:
             _delete_link(ipr, host)
@@ -140,47 +158,79 @@ def create_veth(bridge: str, mac: str, mtu: int) -> tuple[str, str]:
         return host, peer
 
 
-def move_into_sandbox(
-    peer: str, netns: Path, ifname: str, address: IPv4Interface, gateway: IPv4Address | None
-) -> None:
-    def name_taken() -> bool:
-        with IPRoute() as inner:
-            return _link_index(inner, ifname) is not None
+def create_veth_in_sandbox(
+    bridge: str,
+    netns: Path,
+    ifname: str,
+    address: IPv4Interface,
+    gateway: IPv4Address | None,
+    *,
+    mac: str,
+    mtu: int,
+    host: str,
+    alias: str | None = None,
+) -> str:
+    """A veth pair whose peer is made inside the sandbox as ``ifname`` (with the endpoint's address,
+    MAC and, given a gateway, the default route) and whose host side is up on ``bridge``; returns
+    the host side's name (``host`` unless a link of that name exists already).
 
-    # The kernel moves a link under its old name and renames it afterwards, so a clash would leave
-    # the veth half-moved: check first (the engine serialises joins of one sandbox).
-    if run_in_netns(netns, name_taken):
-        raise errdefs.Conflict(f"interface {ifname} already exists in the sandbox")
+    Made there rather than moved there: moving a link to another namespace makes the kernel wait
+    for an RCU grace period (18 ms on a loaded 2-core machine), creating it there does not. A
+    name taken in the sandbox fails the creation as a whole (EEXIST), so nothing is left half-made.
+    """
     with IPRoute() as ipr:
-        index = _link_index(ipr, peer)
-        if index is None:
-            raise errdefs.NotFound(f"endpoint interface {peer} does not exist")
+        master = _link_index(ipr, bridge)
+        if master is None:
+            raise errdefs.NotFound(f"bridge {bridge} does not exist")
         fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            ipr.link("set", index=index, net_ns_fd=fd, ifname=ifname)
+            for _ in range(8):
+                try:
+                    ipr.link(
+                        "add",
+                        ifname=host,
+                        kind="veth",
+                        mtu=mtu,
+                        peer={"ifname": ifname, "address": mac, "mtu": mtu, "net_ns_fd": fd},
+                    )
+                    break
+                except NetlinkError as e:
+                    if e.code != errno.EEXIST:
+                        raise
+                    if _link_index(ipr, host) is None:  # the name inside the sandbox is the taken one
+                        raise errdefs.Conflict(f"interface {ifname} already exists in the sandbox") from None
+                    host = f"veth{secrets.token_hex(4)[:7]}"
+            else:
+                raise errdefs.Internal("could not find a free veth name")
         finally:
             os.close(fd)
+        try:
+            index = _link_index(ipr, host)
+            assert index is not None
+            ipr.link("set", index=index, master=master, state="up", **({"ifalias": alias} if alias else {}))
+            ipr.brport("set", index=index, mode=1)  # hairpin
+            run_in_netns(netns, lambda: _configure(ifname, address, gateway))
+        except BaseException:
+            _delete_link(ipr, host)  # takes the peer in the sandbox with it
+            raise
+        return host
 
-    def configure() -> None:
-        with IPRoute() as inner:
-            idx = _link_index(inner, ifname)
-            assert idx is not None
-            try:
-                inner.addr(
-                    "add",
-                    index=idx,
-                    address=str(address.ip),
-                    prefixlen=address.network.prefixlen,
-                    broadcast=str(address.network.broadcast_address),
-                )
-                inner.link("set", index=idx, state="up")
-                if gateway is not None:
-                    inner.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
-            except BaseException:
-                _delete_link(inner, ifname)  # both ends go; the engine deletes the endpoint
-                raise
 
-    run_in_netns(netns, configure)
+def _configure(ifname: str, address: IPv4Interface, gateway: IPv4Address | None) -> None:
+    """In the sandbox: the address, the link up and the default route."""
+    with IPRoute() as inner:
+        idx = _link_index(inner, ifname)
+        assert idx is not None
+        inner.addr(
+            "add",
+            index=idx,
+            address=str(address.ip),
+            prefixlen=address.network.prefixlen,
+            broadcast=str(address.network.broadcast_address),
+        )
+        inner.link("set", index=idx, state="up")
+        if gateway is not None:
+            inner.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
 
 
 def remove_from_sandbox(netns: Path, ifname: str) -> None:

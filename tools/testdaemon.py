@@ -1,23 +1,39 @@
 """Run a throw-away `skiffd` on a temporary socket, data root and exec root (for compat tests and bench).
 
 Used as a context manager; teardown always runs: SIGTERM by PID, SIGKILL after a grace period,
-force-delete any runc containers left under the exec root, unmount everything below the temp
-directory (deepest first) and remove it.
+force-delete any runc containers left under the exec root, remove the daemon's links and iptables
+chains if it left any (``network.reconcile``, as a restarted daemon would), unmount everything
+below the temp directory (deepest first) and remove it.
+
+A test daemon never meets a dev daemon or another test run on the host: its default bridge is
+``skd<6 hex>`` (so its iptables chains get a prefix of their own, ``SK<8 hex>``, and its bridges
+and veths the matching link alias), its automatic subnets come from a random /16 of 10.176-10.207
+(away from the network tests' 10.160.0.0/12 and the reference dockerd's 10.212.0.0/14), and it
+leaves ``net.ipv4.ip_forward`` alone unless asked. Nothing may leave the machine: registries
+resolve through a dead proxy, and the daemon REJECTs forwarding from each of its bridges to the
+default-route interface (``outbound-reject-interface``, inside its own forward chain, so the rule
+covers the user bridges it makes and goes with its chains).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
 
 import httpx
+
+from network.reconcile import DaemonMarks, Leftovers, daemon_marks, reconcile
 
 ROOT = Path(__file__).resolve().parent.parent
 SKIFFD = ROOT / ".venv" / "bin" / "skiffd"
@@ -31,6 +47,31 @@ OFFLINE_ENV = {
     "NO_PROXY": "127.0.0.1,localhost",
     "no_proxy": "127.0.0.1,localhost",
 }
+
+
+# Every daemon this process started, for the compat suite's check that the host is left as it was.
+STARTED: list[SkiffDaemon] = []
+
+
+def outside_interface() -> str | None:
+    """The interface of the default route (``ip route show default``), or None without one."""
+    try:
+        out = subprocess.run(
+            ["ip", "-4", "route", "show", "default"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    words = out.split()
+    return words[words.index("dev") + 1] if "dev" in words[:-1] else None
+
+
+def _reconcile(marks: DaemonMarks) -> Leftovers:
+    """In a thread of its own: ``stop`` may be called from code that runs an event loop."""
+    done: list[Leftovers] = []
+    worker = threading.Thread(target=lambda: done.append(asyncio.run(reconcile(marks))), daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    return done[0] if done else Leftovers()
 
 
 def ping(socket_path: Path, timeout: float = 2.0) -> bool:
@@ -82,7 +123,14 @@ def _delete_runc_containers(exec_root: Path) -> None:
 class SkiffDaemon:
     """One skiffd process; `host` is its DOCKER_HOST value."""
 
-    def __init__(self, binary: Path = SKIFFD, log_level: str = "debug", start_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        binary: Path = SKIFFD,
+        log_level: str = "debug",
+        start_timeout: float = 30.0,
+        *,
+        ip_forward: bool = False,
+    ) -> None:
         self.binary = binary
         self.log_level = log_level
         self.start_timeout = start_timeout
@@ -94,6 +142,34 @@ class SkiffDaemon:
         self.log_path = self.tmp / "skiffd.log"
         self.config_file = self.tmp / "daemon.json"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.bridge = f"skd{secrets.token_hex(3)}"
+        self.address_pool = f"10.{176 + secrets.randbelow(32)}.0.0/16"
+        self.ip_forward = ip_forward
+        self.outside = outside_interface()
+        self.marks: DaemonMarks = daemon_marks(self.bridge, self.data_root)
+        # Found after the process ended, before the forced clean-up: what the daemon itself left.
+        self.leftovers = Leftovers()
+        self.leftover_sandboxes: list[str] = []
+        self.exit_code: int | None = None
+        self._examined = True  # whether the last run's leftovers were recorded
+
+    @property
+    def link_alias(self) -> str:
+        return self.marks.link_alias
+
+    @property
+    def chain_names(self) -> set[str]:
+        return self.marks.chain_names()
+
+    def daemon_json(self) -> dict[str, object]:
+        config: dict[str, object] = {
+            "bridge": self.bridge,
+            "default-address-pools": [{"base": self.address_pool, "size": 24}],
+            "ip-forward": self.ip_forward,
+        }
+        if self.outside is not None:
+            config["outbound-reject-interface"] = self.outside
+        return config
 
     @property
     def host(self) -> str:
@@ -125,11 +201,14 @@ class SkiffDaemon:
             str(self.pidfile),
             "--log-level",
             self.log_level,
-            # An empty config of its own, so /etc/skiff/daemon.json on the machine cannot leak in.
+            # A config of its own, so /etc/skiff/daemon.json on the machine cannot leak in.
             "--config-file",
             str(self.config_file),
         ]
-        self.config_file.write_text("{}\n")
+        self.config_file.write_text(json.dumps(self.daemon_json(), indent=2) + "\n")
+        if self not in STARTED:
+            STARTED.append(self)
+        self._examined = False
         # Unbuffered, so the log tail shown with a failing test is current.
         env = {**os.environ, **OFFLINE_ENV, "PYTHONUNBUFFERED": "1"}
         with open(self.log_path, "wb") as log:
@@ -166,7 +245,13 @@ class SkiffDaemon:
                         self.proc.wait(timeout=10)
                 code = self.proc.returncode
         finally:
+            netns = self.exec_root / "netns"
+            sandboxes = sorted(p.name for p in netns.iterdir()) if netns.is_dir() else []
             _delete_runc_containers(self.exec_root)
+            leftovers = _reconcile(self.marks)
+            if not self._examined:  # a second stop() finds only what the first one cleaned
+                self._examined = True
+                self.exit_code, self.leftover_sandboxes, self.leftovers = code, sandboxes, leftovers
             unmount_below(self.tmp)
             # rm -rf through a mount that would not go away could delete what it exposes.
             if not _mounts_below(self.tmp):

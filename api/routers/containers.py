@@ -81,6 +81,9 @@ async def create(request: Request, services: Services = Depends(get_services)) -
         pids = host_config.get("PidsLimit")
         if isinstance(pids, int) and pids <= 0:
             host_config["PidsLimit"] = None  # 0 and -1 both mean unlimited
+    healthcheck = body.get("Healthcheck")
+    if isinstance(healthcheck, dict) and api_version(request) < (1, 44):
+        healthcheck.pop("StartInterval", None)  # added in API 1.44: dockerd ignores older clients' value
     container, warnings = await services.containers.create(request.query_params.get("name") or None, body)
     return docker_json({"Id": container.id, "Warnings": warnings}, status=201)
 

@@ -100,7 +100,8 @@ async def unpause(name: str, admin: ContainerAdmin = Depends(get_admin)) -> Resp
 async def update(name: str, request: Request, admin: ContainerAdmin = Depends(get_admin)) -> Response:
     body = await _update_body(request)
     warnings = await admin.update(name, body)
-    return docker_json({"Warnings": warnings})
+    # dockerd's warnings slice stays nil when nothing was appended: JSON null, not [].
+    return docker_json({"Warnings": warnings or None})
 
 
 @router.get("/containers/{name}/top")

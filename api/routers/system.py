@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -14,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from api.deps import get_services
 from api.eventfilter import EVENT_FILTERS, event_matcher
-from api.params import Filters, parse_timestamp
+from api.params import Filters, docker_bool, parse_timestamp
 from api.ping import PING_HEADERS, TEXT_PLAIN
 from api.versions import api_version
 from engine import errdefs
@@ -58,18 +59,65 @@ async def info(services: Services = Depends(get_services)) -> Response:
 
 
 @router.get("/plugins")
-async def plugins() -> Response:
+async def plugins(filters: str | None = None) -> Response:
+    parsed = Filters.parse(filters)
+    parsed.validate(("capability", "enabled"))
+    parsed.bool_value("enabled")
     return JSONResponse([])
+
+
+def _no_plugin(name: str) -> errdefs.NotFound:
+    return errdefs.NotFound(f'plugin "{name}" not found')
 
 
 @router.get("/plugins/{name:path}/json")
 async def plugin_inspect(name: str) -> Response:
-    raise errdefs.NotFound(f'plugin "{name}" not found')
+    raise _no_plugin(name)
+
+
+@router.post("/plugins/{name:path}/enable")
+async def plugin_enable(name: str, timeout: str = "") -> Response:
+    if not re.fullmatch(r"[+-]?[0-9]+", timeout):
+        raise errdefs.Internal(f'strconv.Atoi: parsing "{timeout}": invalid syntax')
+    raise _no_plugin(name)
+
+
+async def _plugin_not_found(name: str) -> Response:
+    raise _no_plugin(name)
+
+
+for _action in ("disable", "push", "set"):
+    router.add_api_route(f"/plugins/{{name:path}}/{_action}", _plugin_not_found, methods=["POST"])
+router.add_api_route("/plugins/{name:path}", _plugin_not_found, methods=["DELETE"])
+
+
+@router.post("/plugins/{name:path}/upgrade")
+async def plugin_upgrade(name: str) -> Response:
+    # The plugin is looked up by its normalized reference: a name without a tag means ":latest".
+    tagged = name if ":" in name.rsplit("/", 1)[-1] or "@" in name else f"{name}:latest"
+    raise _no_plugin(tagged)
 
 
 async def _not_a_swarm_manager() -> Response:
     raise errdefs.Unavailable(NOT_A_SWARM_MANAGER)
 
+
+@router.post("/swarm/leave")
+async def swarm_leave() -> Response:
+    # docker-py's leave_swarm(force=True) treats this 503 as success.
+    raise errdefs.Unavailable("This node is not part of a swarm")
+
+
+async def _swarm_logs(request: Request) -> Response:
+    # dockerd checks the streams before it asks the (absent) cluster.
+    q = request.query_params
+    if not (docker_bool(q.get("stdout")) or docker_bool(q.get("stderr"))):
+        raise errdefs.Internal("Bad parameters: you must choose at least one stream")
+    raise errdefs.Unavailable(NOT_A_SWARM_MANAGER)
+
+
+for _area in ("services", "tasks"):
+    router.add_api_route(f"/{_area}/{{ref}}/logs", _swarm_logs, methods=["GET"], include_in_schema=False)
 
 for _area in SWARM_AREAS:
     router.add_api_route(f"/{_area}", _not_a_swarm_manager, methods=ANY_METHOD, include_in_schema=False)
@@ -128,7 +176,8 @@ async def events(
     services: Services = Depends(get_services),
 ) -> Response:
     since_ns, until_ns = parse_timestamp(since), parse_timestamp(until)
-    if until_ns is not None and until_ns < (since_ns or 0):
+    # dockerd compares with a zero time.Time when `since` is absent: nothing is before it.
+    if until_ns is not None and since_ns is not None and until_ns < since_ns:
         raise errdefs.InvalidParameter(f"`since` time ({since}) cannot be after `until` time ({until})")
     parsed = Filters.parse(filters)
     parsed.validate(EVENT_FILTERS)

@@ -174,7 +174,7 @@ async def test_update(client: httpx.AsyncClient, h: Harness) -> None:
     body = {"Memory": 64 << 20, "MemorySwap": 128 << 20}
     r = await client.post("/containers/idle/update", json=body)
     assert r.status_code == 200 and r.headers["content-type"] == JSON
-    assert r.json() == {"Warnings": []}
+    assert r.json() == {"Warnings": None}
     assert c.host_config["Memory"] == 64 << 20
     r = await client.post("/containers/idle/update", content=b"")
     assert r.status_code == 200

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 
 import pytest
 
 from api.flags import ConfigError, go_value, load_config
+from network.ipam import AddressPool
 
 
 def write(tmp_path: Path, data: object) -> str:
@@ -113,11 +115,11 @@ def test_hosts_flag_conflicts_with_hosts_key(tmp_path):
 
 
 def test_unknown_file_key(tmp_path):
-    path = write(tmp_path, {"debug": True, "data-root": "/x", "bip": "10.0.0.1/24"})
+    path = write(tmp_path, {"debug": True, "data-root": "/x", "fixed-cidr": "10.0.0.0/24"})
     with pytest.raises(ConfigError) as exc:
         load_config(["--config-file", path])
     assert str(exc.value).endswith(
-        "the following directives don't match any configuration option: debug, bip"
+        "the following directives don't match any configuration option: debug, fixed-cidr"
     )
 
 
@@ -180,3 +182,147 @@ def test_go_value():
     assert go_value("x") == "x"
     assert go_value(["a", "b"]) == "[a b]"
     assert go_value({"b": 1, "a": [True]}) == "map[a:[true] b:1]"
+
+
+# ---- bridge networking: --bip, --default-address-pool, -b, --ip-forward, --iptables ------------
+
+
+def test_network_defaults(tmp_path):
+    config = load_config(["--config-file", write(tmp_path, {})])
+    assert config.bip is None and config.default_address_pools == ()
+    assert config.bridge == "skiff0"
+    assert config.ip_forward is True and config.iptables is True  # dockerd's defaults
+    assert config.outbound_reject_interface is None
+
+
+def test_network_flags(tmp_path):
+    config = load_config(
+        [
+            "--config-file",
+            write(tmp_path, {}),
+            "--bip",
+            "172.30.0.5/16",
+            "--default-address-pool",
+            "base=10.10.0.0/16,size=24",
+            "--default-address-pool",
+            "Base=10.20.0.0/15, size=20",
+            "-b",
+            "skiffx",
+            "--ip-forward=false",
+            "--iptables",
+            "--outbound-reject-interface",
+            "eth0",
+        ]
+    )
+    assert config.bip == IPv4Interface("172.30.0.5/16")
+    assert config.bip.network == IPv4Network("172.30.0.0/16")
+    assert config.default_address_pools == (
+        AddressPool(IPv4Network("10.10.0.0/16"), 24),
+        AddressPool(IPv4Network("10.20.0.0/15"), 20),
+    )
+    assert config.bridge == "skiffx"
+    assert config.ip_forward is False and config.iptables is True
+    assert config.outbound_reject_interface == "eth0"
+
+
+@pytest.mark.parametrize(("text", "value"), [("1", True), ("True", True), ("F", False), ("0", False)])
+def test_bool_flags_take_go_spellings(tmp_path, text, value):
+    config = load_config(["--config-file", write(tmp_path, {}), f"--iptables={text}", f"--ip-forward={text}"])
+    assert config.iptables is value and config.ip_forward is value
+
+
+def test_bool_flag_rejects_other_words(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        load_config(["--config-file", write(tmp_path, {}), "--iptables=maybe"])
+    assert 'strconv.ParseBool: parsing "maybe": invalid syntax' in capsys.readouterr().err
+
+
+def test_network_keys_in_config_file(tmp_path):
+    path = write(
+        tmp_path,
+        {
+            "bip": "192.168.200.1/24",
+            "default-address-pools": [{"base": "10.30.0.0/16", "size": 26}],
+            "bridge": "none",
+            "ip-forward": False,
+            "iptables": False,
+        },
+    )
+    with pytest.raises(ConfigError, match="-b none & --bip"):
+        load_config(["--config-file", path])
+    path = write(
+        tmp_path,
+        {
+            "bip": "192.168.200.1/24",
+            "default-address-pools": [{"base": "10.30.0.0/16", "size": 26}],
+            "bridge": "skiffy",
+            "ip-forward": False,
+            "iptables": False,
+        },
+    )
+    config = load_config(["--config-file", path])
+    assert config.bip == IPv4Interface("192.168.200.1/24")
+    assert config.default_address_pools == (AddressPool(IPv4Network("10.30.0.0/16"), 26),)
+    assert (config.bridge, config.ip_forward, config.iptables) == ("skiffy", False, False)
+
+
+def test_bridge_none_disables_the_default_bridge(tmp_path):
+    assert load_config(["--config-file", write(tmp_path, {}), "-b", "none"]).bridge is None
+
+
+def test_network_flag_conflicts_with_file_key(tmp_path):
+    path = write(tmp_path, {"iptables": True, "default-address-pools": [{"base": "10.1.0.0/16", "size": 24}]})
+    with pytest.raises(ConfigError) as exc:
+        load_config(
+            ["--config-file", path, "--iptables=false", "--default-address-pool", "base=10.2.0.0/16,size=24"]
+        )
+    assert "iptables: (from flag: false, from file: true)" in str(exc.value)
+    pools = "(from flag: [base=10.2.0.0/16,size=24], from file: [map[base:10.1.0.0/16 size:24]])"
+    assert f"default-address-pools: {pools}" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bip", "172.30.0.1"], "invalid CIDR address: 172.30.0.1"),
+        (["--bip", "bogus/16"], "invalid CIDR address: bogus/16"),
+        (["--bip", "fd00::1/64"], "invalid CIDR address: fd00::1/64"),
+        (["--bip", "172.30.0.0/16"], "the bridge needs a host address of 172.30.0.0/16, not 172.30.0.0"),
+        (["--bip", "172.30.255.255/16"], "not 172.30.255.255"),
+        (
+            ["--default-address-pool", "base=10.0.0.0/8"],
+            'invalid argument "base=10.0.0.0/8" for "--default-address-pool" flag: '
+            "invalid default address pool",
+        ),
+        (
+            ["--default-address-pool", "10.0.0.0/8"],
+            "invalid field '10.0.0.0/8' must be a key=value pair",
+        ),
+        (["--default-address-pool", "base=10.0.0.0/16,size=8"], "invalid pools size: 8"),
+        (["-b", "a-bridge-name-too-long"], "invalid bridge name: 'a-bridge-name-too-long'"),
+        (["-b", "br/0"], "invalid bridge name"),
+        (
+            ["--outbound-reject-interface", "eth0", "--iptables=false"],
+            "needs an interface name and --iptables=true",
+        ),
+    ],
+)
+def test_invalid_network_values(tmp_path, argv, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(["--config-file", write(tmp_path, {}), *argv])
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"iptables": "false"}, 'invalid value for "iptables": expected a boolean, got "false"'),
+        ({"ip-forward": 0}, 'invalid value for "ip-forward": expected a boolean, got 0'),
+        ({"default-address-pools": "base=10.0.0.0/8,size=16"}, "expected a list"),
+        ({"default-address-pools": [{"base": "10.0.0.0/8"}]}, 'expected {"base": "<CIDR>", "size": <int>}'),
+        ({"default-address-pools": [{"base": "10.0.0.0/8", "size": "16"}]}, "expected {"),
+        ({"bridge": 0}, 'invalid value for "bridge": expected a string, got 0'),
+    ],
+)
+def test_bad_network_file_values(tmp_path, data, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(["--config-file", write(tmp_path, data)])

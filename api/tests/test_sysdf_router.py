@@ -98,7 +98,8 @@ async def test_df_everything(
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     body = r.json()
     assert list(body) == ["LayersSize", "Images", "Containers", "Volumes", "BuildCache"]
-    assert body["LayersSize"] == 500 and body["BuildCache"] == []
+    # BuildKit lists no record: dockerd answers null even when the build cache is asked for.
+    assert body["LayersSize"] == 500 and body["BuildCache"] is None
     assert images.calls == [{"all": False, "shared_size": True}]
     by_id = {i["Id"]: i for i in body["Images"]}
     # Both harness containers use IMAGE_ID; the other image has none.
@@ -122,7 +123,7 @@ async def test_df_type_filter(client: httpx.AsyncClient, h: Harness, volumes: Vo
     assert [v["Name"] for v in body["Volumes"]] == ["only"]
     r = await client.get("/v1.50/system/df", params=[("type", "container"), ("type", "build-cache")])
     body = r.json()
-    assert len(body["Containers"]) == 1 and body["BuildCache"] == []
+    assert len(body["Containers"]) == 1 and body["BuildCache"] is None
     assert body["Images"] is None and body["Volumes"] is None
     r = await client.get("/v1.50/system/df?type=image")
     assert r.json()["Images"][0]["Containers"] == 1 and r.json()["Containers"] is None
@@ -135,5 +136,51 @@ async def test_df_old_api(client: httpx.AsyncClient) -> None:
     r = await client.get("/v1.41/system/df?type=bogus")
     assert r.status_code == 200
     body = r.json()
-    assert body["BuilderSize"] == 0 and body["BuildCache"] == [] and body["Containers"] == []
+    assert body["BuilderSize"] == 0 and body["BuildCache"] is None and body["Containers"] == []
     assert all(i["VirtualSize"] == i["Size"] for i in body["Images"])
+
+
+async def test_build_prune(client: httpx.AsyncClient) -> None:
+    nothing = {"CachesDeleted": None, "SpaceReclaimed": 0}
+    r = await client.post("/v1.50/build/prune")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert r.json() == nothing
+    ok_filters = '{"label":{"a=b":true},"until":{"24h":true},"type":{"regular":true}}'
+    r = await client.post(
+        "/v1.50/build/prune", params={"all": "1", "filters": ok_filters, "keep-storage": "10"}
+    )
+    assert r.status_code == 200 and r.json() == nothing
+    r = await client.post(
+        "/v1.41/build/prune", params={"filters": '{"unused-for":["1h"]}', "keep-storage": "-5"}
+    )
+    assert r.status_code == 200 and r.json() == nothing
+    prefix = "failed to prune build cache: "
+    for params, message in [
+        ({"filters": '{"bogus":{"x":true}}'}, prefix + "invalid filter 'bogus'"),
+        ({"filters": '{"dangling":["true"]}'}, prefix + "invalid filter 'dangling'"),
+        ({"filters": '{"until":["1h","2h"]}'}, prefix + "filters expect only one value"),
+        ({"filters": '{"id":["a","b"]}'}, prefix + "filters expect only one value"),
+        (
+            {"filters": '{"until":["1h"],"unused-for":["2h"]}'},
+            prefix + 'conflicting filters: "until" and "unused-for"',
+        ),
+        (
+            {"filters": '{"until":["xyz"]}'},
+            prefix + "\"until\" filter expects a duration (e.g., '24h') or a timestamp: "
+            "failed to parse value as time or duration: 'xyz'",
+        ),
+        (
+            {"keep-storage": "1.5"},
+            "keep-storage is in bytes and expects an integer, got 1.5: "
+            'strconv.Atoi: parsing "1.5": invalid syntax',
+        ),
+    ]:
+        r = await client.post("/v1.50/build/prune", params=params)
+        assert (r.status_code, r.json()) == (400, {"message": message}), params
+    # reserved-space and the other space options exist from API 1.48; before, they are not read.
+    r = await client.post("/v1.50/build/prune", params={"max-used-space": "x"})
+    assert r.status_code == 400 and r.json()["message"].startswith("max-used-space is in bytes")
+    r = await client.post("/v1.47/build/prune", params={"max-used-space": "x"})
+    assert r.status_code == 200
+    r = await client.post("/v1.50/build/prune", params={"reserved-space": "10", "keep-storage": "x"})
+    assert r.status_code == 200  # keep-storage is only read when reserved-space is not given

@@ -124,7 +124,8 @@ _MOUNT_KEYS = ("Type", "Name", "Source", "Destination", "Driver", "Mode", "RW", 
 def network_settings(c: Container) -> dict[str, Any]:
     ns = dict(c.network_settings or {})
     networks = ns.get("Networks") or {}
-    primary: dict[str, Any] = next(iter(networks.values()), {}) if networks else {}
+    # dockerd fills the deprecated top-level fields from the default bridge network only.
+    primary: dict[str, Any] = networks.get("bridge") or {}
     base: dict[str, Any] = {
         "Bridge": "",
         "SandboxID": ns.get("SandboxID", ""),

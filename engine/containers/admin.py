@@ -247,6 +247,8 @@ class ContainerAdmin:
             except errdefs.EngineError as e:
                 raise errdefs.Internal(f"Cannot pause container {c.id}: {e.message}") from None
             c.state.paused, c.state.status = True, "paused"
+            for hook in self.containers.state_hooks:
+                hook(c)
             self.containers.save(c)
         self.containers.publish(c, "pause")
 
@@ -262,6 +264,8 @@ class ContainerAdmin:
             except errdefs.EngineError as e:
                 raise errdefs.Internal(f"Cannot unpause container {c.id}: {e.message}") from None
             c.state.paused, c.state.status = False, "running"
+            for hook in self.containers.state_hooks:
+                hook(c)
             self.containers.save(c)
         self.containers.publish(c, "unpause")
 

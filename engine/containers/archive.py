@@ -14,7 +14,7 @@ dockerd's texts and statuses (moby ``daemon/archive*.go``): a missing path is 40
 the file <path> in container <name>``; ``extraction point is not a directory``, ``mounted volume is
 marked read-only`` and ``container rootfs is marked read-only`` are 400; everything else, including
 a refused archive entry, is 500 with the Go error text. Events: ``archive-path`` (get),
-``extract-to-dir`` (put).
+``extract-to-dir`` (put), and each volume's ``mount``/``unmount`` around every view (stat too).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import bz2
+import collections
 import contextlib
 import errno
 import gzip
@@ -29,7 +30,6 @@ import io
 import json
 import lzma
 import os
-import queue
 import secrets
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -64,8 +64,8 @@ if TYPE_CHECKING:
     from engine.containers.service import ContainerService
 
 STAT_HEADER = "X-Docker-Container-Path-Stat"
-_CHUNK = 256 * 1024
-_PIPE_DEPTH = 64  # request body chunks buffered between the loop and the extracting thread
+_CHUNK = 256 * 1024  # tar bytes per response chunk (docker cp out)
+_PIPE_BYTES = 8 << 20  # request body buffered between the loop and the extracting thread
 _NETWORK_FILES = ("/etc/resolv.conf", "/etc/hostname", "/etc/hosts")
 _MOUNTED_TYPES = ("bind", "volume")  # tmpfs mounts are not in dockerd's view either
 
@@ -131,67 +131,125 @@ def overlays_for(c: Container) -> list[Overlay]:
 
 
 class _BodyPipe(io.RawIOBase):
-    """The request body, fed from the event loop, read by the extracting thread (backpressure:
-    the loop waits while the queue is full). ``done`` tells the feeder that nobody reads any more."""
+    """The request body, fed from the event loop, read by the extracting thread.
 
-    def __init__(self) -> None:
+    Backpressure: the feeder waits on the loop (no thread of its own, no hop per chunk) while
+    _PIPE_BYTES are buffered, and is woken once the reader has taken half of them, so a slow
+    disk costs one wake-up per few MiB rather than a worker-thread round trip per chunk.
+    ``finish`` (the reader is done) makes the feeder stop; ``close_feed`` (the feeder gave up, or
+    the body ended) shows the reader the end of the body.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
-        self._queue: queue.Queue[bytes | None] = queue.Queue(_PIPE_DEPTH)
+        self._loop = loop
+        self._cond = threading.Condition()
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._ended = False  # no more chunks will come
+        self._reader_waiting = False
+        self._feeder_waiting = False
+        self._room = asyncio.Event()
         self._pending = b""
-        self._eof = False
+        self._off = 0  # how much of _pending has been read
         self.done = threading.Event()
 
     def readable(self) -> bool:
         return True
 
+    # -- the reading (extracting) thread --------------------------------------------------------
+
+    def _take(self) -> bytes | None:
+        """The next chunk, waiting for one; None at the end of the body."""
+        with self._cond:
+            while not self._chunks:
+                if self._ended:
+                    return None
+                self._reader_waiting = True
+                try:
+                    self._cond.wait()
+                finally:
+                    self._reader_waiting = False
+            item = self._chunks.popleft()
+            self._buffered -= len(item)
+            if self._feeder_waiting and self._buffered <= _PIPE_BYTES // 2:
+                self._feeder_waiting = False
+                self._loop.call_soon_threadsafe(self._room.set)
+            return item
+
     def _fill(self) -> bool:
-        if self._eof:
-            return False
-        item = self._queue.get()
-        if item is None:
-            self._eof = True
-            return False
-        self._pending += item
+        """Make unread bytes available (the next chunk, once _pending is used up); False at the end."""
+        while self._off >= len(self._pending):
+            item = self._take()
+            if item is None:
+                return False
+            self._pending, self._off = item, 0
         return True
 
     def head(self, size: int) -> bytes:
-        while len(self._pending) < size and self._fill():
-            pass
-        return self._pending[:size]
+        while len(self._pending) - self._off < size:
+            item = self._take()
+            if item is None:
+                break
+            self._pending, self._off = self._pending[self._off :] + item, 0
+        return self._pending[self._off : self._off + size]
+
+    def read1(self, size: int = -1) -> bytes:
+        """At most ``size`` bytes of one chunk: the chunk object itself, uncopied, when it fits."""
+        if not self._fill():
+            return b""
+        off = self._off
+        if off == 0 and (size < 0 or size >= len(self._pending)):
+            self._off = len(self._pending)
+            return self._pending
+        end = len(self._pending) if size < 0 else min(len(self._pending), off + size)
+        self._off = end
+        return self._pending[off:end]
 
     def readinto(self, buffer: Any) -> int:
-        if not self._pending and not self._fill():
+        if not self._fill():
             return 0
         view = memoryview(buffer).cast("B")
-        n = min(len(view), len(self._pending))
-        view[:n] = self._pending[:n]
-        self._pending = self._pending[n:]
+        n = min(len(view), len(self._pending) - self._off)
+        view[:n] = self._pending[self._off : self._off + n]
+        self._off += n
         return n
 
-    def _put_wait(self, item: bytes | None) -> bool:
-        while not self.done.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def finish(self) -> None:
+        """The reader is done: a waiting feeder is released and every later feed is refused."""
+        self.done.set()
+        with self._cond:
+            self._chunks.clear()
+            self._buffered = 0
+            self._feeder_waiting = False
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody feeds any more
+            self._loop.call_soon_threadsafe(self._room.set)
+
+    # -- the event loop -------------------------------------------------------------------------
 
     def close_feed(self) -> None:
-        """Wake a reader still waiting for data (the feeder gave up): it sees the end of the body."""
-        self.done.set()
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
+        """No more chunks (the feeder gave up, or the body ended): the reader sees the end."""
+        with self._cond:
+            self._ended = True
+            self._cond.notify()
 
     async def feed(self, item: bytes | None) -> bool:
         """Hand over a chunk (None: end of body); False once the reader has finished."""
-        if self.done.is_set():
-            return False
-        try:
-            self._queue.put_nowait(item)
-            return True
-        except queue.Full:
-            return await asyncio.to_thread(self._put_wait, item)
+        if item is None:
+            self.close_feed()
+            return not self.done.is_set()
+        while not self.done.is_set():
+            with self._cond:
+                if self._buffered < _PIPE_BYTES:
+                    self._chunks.append(item)
+                    self._buffered += len(item)
+                    if self._reader_waiting:
+                        self._cond.notify()
+                    return True
+                self._room.clear()
+                self._feeder_waiting = True
+            await self._room.wait()
+        return False
 
 
 def _decompressed(pipe: _BodyPipe) -> BinaryIO:
@@ -210,21 +268,27 @@ def _decompressed(pipe: _BodyPipe) -> BinaryIO:
 
 
 class _Chunks:
-    """Collects tar bytes into chunks of about _CHUNK for the response stream."""
+    """Collects tar bytes into chunks of about _CHUNK for the response stream.
+
+    Every emitted chunk is a round trip to the event loop (the worker waits for the queue to take
+    it), so the chunks are large; the pieces are joined once, not appended one by one.
+    """
 
     def __init__(self, emit: Emitter[PathStat | bytes]) -> None:
         self.emit = emit
-        self.buf = bytearray()
+        self.parts: list[bytes] = []
+        self.size = 0
 
     def write(self, data: bytes) -> None:
-        self.buf += data
-        if len(self.buf) >= _CHUNK:
+        self.parts.append(data)
+        self.size += len(data)
+        if self.size >= _CHUNK:
             self.flush()
 
     def flush(self) -> None:
-        if self.buf:
-            self.emit(bytes(self.buf))
-            self.buf.clear()
+        if self.parts:
+            parts, self.parts, self.size = self.parts, [], 0
+            self.emit(parts[0] if len(parts) == 1 else b"".join(parts))
 
 
 @contextlib.contextmanager
@@ -292,11 +356,15 @@ class ContainerArchive:
     @contextlib.contextmanager
     def _view(self, c: Container, *, write: bool) -> Iterator[FsView]:
         fd = self._open_root(c, write=write)
+        # Published from the worker thread: the bus is thread-safe, and the events then bracket
+        # exactly the time the view is open, as dockerd's bracket its container FS view.
+        self.containers.mounts.announce_view(c)
         try:
             with FsView(fd, overlays_for(c), writable=not c.host_config.get("ReadonlyRootfs")) as view:
                 yield view
         finally:
             os.close(fd)
+            self.containers.mounts.announce_view_closed(c)
 
     # -- HEAD -----------------------------------------------------------------------------------
 
@@ -346,7 +414,7 @@ class ContainerArchive:
     ) -> None:
         """Extract the (possibly compressed) tar ``body`` into directory ``path``."""
         c = self._container(ref)
-        pipe = _BodyPipe()
+        pipe = _BodyPipe(asyncio.get_running_loop())
 
         def work() -> None:
             try:
@@ -355,8 +423,10 @@ class ContainerArchive:
                     owner = self._container_user(c, view) if copy_uid_gid else None
                     options = ExtractOptions(no_overwrite_dir_non_dir, owner)
                     extract_tar(view, dest, _decompressed(pipe), options)
+                    # Before the view closes: dockerd logs it ahead of the volumes' "unmount".
+                    self.containers.publish(c, "extract-to-dir")
             finally:
-                pipe.done.set()
+                pipe.finish()
 
         async with self.containers.lock(c.id):
             worker = asyncio.ensure_future(asyncio.to_thread(work))
@@ -373,7 +443,6 @@ class ContainerArchive:
                 pipe.close_feed()
                 await asyncio.shield(asyncio.wait([worker]))
             worker.result()
-        self.containers.publish(c, "extract-to-dir")
 
     @staticmethod
     def _extraction_point(c: Container, view: FsView, path: str) -> Node:

@@ -14,6 +14,7 @@ from engine.containers.spec import replace_or_append_env
 
 RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
 DEFAULT_ENV_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HEALTHCHECK_FIELDS = ("Test", "Interval", "Timeout", "StartPeriod", "StartInterval", "Retries")
 
 
 def validate_host_config(hc: dict[str, Any]) -> None:
@@ -71,6 +72,10 @@ def merge_image_config(config: dict[str, Any], image: dict[str, Any]) -> dict[st
         merged = dict(image["Healthcheck"])
         merged.update({k: v for k, v in config["Healthcheck"].items() if v})
         out["Healthcheck"] = merged
+    healthcheck = out.get("Healthcheck")
+    if isinstance(healthcheck, dict):
+        # Go's HealthConfig: its own fields only, each omitempty (a raw API client may send zeros).
+        out["Healthcheck"] = {k: healthcheck[k] for k in HEALTHCHECK_FIELDS if healthcheck.get(k)}
     for key in ("ExposedPorts", "Volumes"):
         combined = dict(image.get(key) or {})
         combined.update(config.get(key) or {})

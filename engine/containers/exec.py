@@ -285,6 +285,15 @@ class ExecService:
         await self._launch(record, container, console_size, None, with_stdin=False)
         return None
 
+    async def start_captured(self, exec_id: str, write: OutputWriter) -> _ExecRun:
+        """Start a created exec with its output sent to ``write`` (health probes, see health.py).
+
+        Returns once the process runs; the run's ``done`` is set when it has exited and its
+        output is drained.
+        """
+        record, container = self._claim(exec_id)
+        return await self._launch(record, container, None, write, with_stdin=False)
+
     def _claim(self, exec_id: str) -> tuple[ExecRecord, Container]:
         record, container = self._startable(exec_id)
         if record.exit_code is not None:

@@ -6,6 +6,7 @@ copies; the networking code rewrites hosts/resolv.conf when endpoints change.
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -28,22 +29,43 @@ def container_hostname(cid: str, config: dict[str, Any], host_config: dict[str, 
     return str(config.get("Hostname") or cid[:12])
 
 
-def hosts_content(hostname: str, ip: str | None, extra_hosts: list[str] | None) -> str:
+HOST_GATEWAY = "host-gateway"
+
+
+def hosts_content(
+    hostname: str,
+    ip: str | None,
+    extra_hosts: list[str] | None,
+    *,
+    domainname: str = "",
+    host_gateway: str | None = None,
+) -> str:
+    """dockerd's /etc/hosts: the fixed header, ``--add-host`` entries (``host-gateway`` standing for the
+    default bridge's address), then the container's own address with its names."""
     lines = [HOSTS_HEADER]
     for entry in extra_hosts or []:
         # --add-host arrives as "name:ip" (or "name=ip" from newer clients).
         sep = "=" if "=" in entry else ":"
         name, _, addr = entry.partition(sep)
+        if addr == HOST_GATEWAY and host_gateway:
+            addr = host_gateway
         lines.append(f"{addr}\t{name}\n")
     if ip:
-        lines.append(f"{ip}\t{hostname}\n")
+        names = f"{hostname}.{domainname} {hostname}" if domainname else hostname
+        lines.append(f"{ip}\t{names}\n")
     return "".join(lines)
 
 
-def resolv_conf_content(host_resolv: str, dns: list[str], search: list[str], options: list[str]) -> str:
+def resolv_conf_content(
+    host_resolv: str, dns: list[str], search: list[str], options: list[str], *, embedded: str | None = None
+) -> str:
     """dockerd's rules: explicit --dns wins; host loopback nameservers are dropped (unreachable
     from the container's namespace), and with none left there is no nameserver line at all,
-    so nothing is ever sent to a resolver we did not choose."""
+    so nothing is ever sent to a resolver we did not choose. With the embedded DNS server
+    (``embedded``, its address), it is the only nameserver and ``ndots:0`` is added unless the
+    container sets ndots itself; the --dns servers become its upstreams instead."""
+    if embedded:
+        dns = []
     nameservers = list(dns)
     host_search: list[str] = []
     host_options: list[str] = []
@@ -58,24 +80,43 @@ def resolv_conf_content(host_resolv: str, dns: list[str], search: list[str], opt
             host_search = fields[1:]
         elif fields[0] == "options":
             host_options = fields[1:]
+    if embedded:
+        nameservers = [embedded]
+    chosen_options = list(options or host_options)
+    if embedded and not any(o.startswith("ndots:") for o in chosen_options):
+        chosen_options.append("ndots:0")
     out = [f"nameserver {ns}\n" for ns in nameservers]
     if search or host_search:
         out.append("search " + " ".join(search or host_search) + "\n")
-    if options or host_options:
-        out.append("options " + " ".join(options or host_options) + "\n")
+    if chosen_options:
+        out.append("options " + " ".join(chosen_options) + "\n")
     return "".join(out)
 
 
 def write_container_files(
-    cdir: Path, hostname: str, host_config: dict[str, Any], daemon_dns: list[str]
+    cdir: Path,
+    hostname: str,
+    host_config: dict[str, Any],
+    daemon_dns: list[str],
+    *,
+    ip: str | None = None,
+    domainname: str = "",
+    embedded_dns: str | None = None,
+    host_gateway: str | None = None,
+    in_place: bool = False,
 ) -> tuple[Path, Path, Path]:
+    """``in_place``: rewrite the existing files of a running container instead of replacing them;
+    they are bind-mounted, so a renamed-over file would never be seen inside."""
     hostname_path, hosts_path, resolv_path = cdir / "hostname", cdir / "hosts", cdir / "resolv.conf"
-    atomic_write_bytes(hostname_path, f"{hostname}\n".encode(), 0o644)
+    write = _write_in_place if in_place else atomic_write_bytes
+    write(hostname_path, f"{hostname}\n".encode(), 0o644)
     if host_config.get("NetworkMode") == "host":
         hosts = Path("/etc/hosts").read_text() if Path("/etc/hosts").exists() else HOSTS_HEADER
     else:
-        hosts = hosts_content(hostname, None, host_config.get("ExtraHosts"))
-    atomic_write_bytes(hosts_path, hosts.encode(), 0o644)
+        hosts = hosts_content(
+            hostname, ip, host_config.get("ExtraHosts"), domainname=domainname, host_gateway=host_gateway
+        )
+    write(hosts_path, hosts.encode(), 0o644)
     try:
         host_resolv = Path("/etc/resolv.conf").read_text()
     except OSError:
@@ -85,9 +126,19 @@ def write_container_files(
         list(host_config.get("Dns") or daemon_dns),
         list(host_config.get("DnsSearch") or []),
         list(host_config.get("DnsOptions") or []),
+        embedded=embedded_dns,
     )
-    atomic_write_bytes(resolv_path, resolv.encode(), 0o644)
+    write(resolv_path, resolv.encode(), 0o644)
     return hostname_path, hosts_path, resolv_path
+
+
+def _write_in_place(path: Path, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+    finally:
+        os.close(fd)
 
 
 def bind_mounts(

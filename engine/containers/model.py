@@ -74,7 +74,8 @@ class State:
         self.pid, self.exit_code, self.oom_killed, self.error = 0, exit_code, oom_killed, error
         self.finished_at = finished_at or now_rfc3339()
         if self.health is not None:
-            self.health.status = "unhealthy" if self.health.failing_streak else "starting"
+            # dockerd's CloseMonitorChannel: a stopped container's health reads unhealthy.
+            self.health.status = "unhealthy"
 
     def set_restarting(self, exit_code: int, oom_killed: bool = False) -> None:
         """dockerd's SetRestarting: Running stays true (rm/stop/kill treat it as running)."""

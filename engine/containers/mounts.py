@@ -301,16 +301,7 @@ class ContainerMounts:
                 subpath = str((mp.spec.get("VolumeOptions") or {}).get("Subpath") or "")
                 source = await asyncio.to_thread(_subpath, path, subpath) if subpath else str(path)
                 spec.append(bind_spec(mp.destination, source, mp.rw, mp.propagation))
-                volumes.publish(
-                    mp.name,
-                    "mount",
-                    {
-                        "container": c.id,
-                        "destination": mp.destination,
-                        "propagation": mp.propagation,
-                        "read/write": "true" if mp.rw else "false",
-                    },
-                )
+                self._publish_mount(c, mp)
             elif mp.type == "bind":
                 await asyncio.to_thread(_prepare_bind_source, mp)
                 recursive = not (mp.spec.get("BindOptions") or {}).get("NonRecursive")
@@ -332,6 +323,34 @@ class ContainerMounts:
             except errdefs.EngineError as err:
                 log.warning("cannot unmount volume %s of %s: %s", name, c.short_id, err.message)
             self.volumes.publish(name, "unmount", {"container": c.id})
+
+    def _publish_mount(self, c: Container, mp: MountPoint) -> None:
+        self._volumes().publish(
+            mp.name,
+            "mount",
+            {
+                "container": c.id,
+                "destination": mp.destination,
+                "propagation": mp.propagation,
+                "read/write": "true" if mp.rw else "false",
+            },
+        )
+
+    def announce_view(self, c: Container) -> None:
+        """dockerd's openContainerFS (docker cp) runs setupMounts, so each volume logs "mount"."""
+        if self.volumes is None:
+            return
+        for record in c.mount_points:
+            if record.get("Type") == "volume":
+                self._publish_mount(c, MountPoint.from_record(record))
+
+    def announce_view_closed(self, c: Container) -> None:
+        """...and closing that view runs UnmountVolumes, which logs "unmount" for each."""
+        if self.volumes is None:
+            return
+        for record in c.mount_points:
+            if record.get("Type") == "volume":
+                self.volumes.publish(str(record.get("Name")), "unmount", {"container": c.id})
 
     # -- remove --------------------------------------------------------------------
 

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import errdefs, ids
-from engine.containers import createconfig, files, initlayer, loopback
+from engine.containers import createconfig, files, initlayer
 from engine.containers.caps import validate_capabilities
 from engine.containers.devices import resolve_devices
+from engine.containers.health import validate_healthcheck
 from engine.containers.live import LiveContainer
 from engine.containers.logconfig import validate_log_config
 from engine.containers.model import Container, now_rfc3339, parse_time
@@ -36,6 +37,7 @@ from engine.containers.spec import build_spec, parse_process_args
 from engine.containers.store import ContainerStore, name_conflict
 from engine.containers.streams import Subscription
 from engine.containers.userlookup import resolve_user
+from engine.networks.attach import DNS_NAMESERVER
 from engine.system import ContainerCounts
 from runtime.cgroups import cgroups_path
 from runtime.types import ConsoleSize, IOSpec, Runtime, StartError, parse_signal
@@ -45,6 +47,7 @@ from storage.jsonfile import atomic_write_json
 if TYPE_CHECKING:
     from engine.events import EventBus
     from engine.images.service import ImageService
+    from engine.networks.attach import ContainerNetworking
     from engine.volumes.service import VolumeService
     from storage.layers import LayerStore
 
@@ -93,9 +96,9 @@ class ContainerService:
         exec_root: Path,
         init_path: str | None = None,
         dns: list[str] | None = None,
-        network_setup: Callable[[int], Awaitable[None]] | None = loopback.bring_up,
         network_ids: Mapping[str, str] | None = None,
         volumes: VolumeService | None = None,
+        networking: ContainerNetworking | None = None,
     ) -> None:
         self.store = store
         self.images = images
@@ -105,16 +108,21 @@ class ContainerService:
         self.bundles = exec_root / "bundles"
         self.init_path = init_path
         self.dns = list(dns or [])
-        # Prepares a container's own network namespace (given its init pid) before it runs.
-        self.network_setup = network_setup
         # IDs of the pre-defined networks (engine/networkids.py), shown once a container started.
         self.network_ids = dict(network_ids or {})
+        # Sandboxes, endpoints, ports and DNS of running containers; None: the runtime's own
+        # namespace with nothing in it (engine unit tests).
+        self.networking = networking
+        if networking is not None:
+            networking.files_changed = self.refresh_network_files
         # Volumes, binds and tmpfs mounts of each container (create, start, stop, rm -v).
         self.mounts = ContainerMounts(volumes, store=store, layers=layers, scratch=exec_root / "volume-copy")
         self.live: dict[str, LiveContainer] = {}
         self.shutting_down = False
         # Exec and admin code hook in here: called (synchronously) after every exit is recorded.
         self.on_exit: Callable[[Container, LiveContainer], Any] | None = None
+        # Health monitors (health.py) follow each run: called after a start, pause, unpause and exit.
+        self.state_hooks: list[Callable[[Container], None]] = []
         self._locks: dict[str, asyncio.Lock] = {}
         self._waiters: dict[str, _Waiters] = {}
         self._pending_attach: dict[str, list[PendingAttach]] = {}
@@ -157,12 +165,12 @@ class ContainerService:
             return False
 
     def counts(self) -> ContainerCounts:
-        """For /info: paused counts as paused, running (or restarting) as running, the rest stopped."""
+        """For /info: paused counts as paused, running as running, the rest (restarting too) stopped."""
         running = paused = stopped = 0
         for c in self.store:
             if c.state.paused:
                 paused += 1
-            elif c.state.alive:
+            elif c.state.running and not c.state.restarting:  # dockerd counts restarting as stopped
                 running += 1
             else:
                 stopped += 1
@@ -178,6 +186,7 @@ class ContainerService:
         config = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
         host_config = dict(body.get("HostConfig") or {})
         networking = dict(body.get("NetworkingConfig") or {})
+        validate_healthcheck(config.get("Healthcheck"))
         createconfig.validate_host_config(host_config)
         validate_capabilities(host_config.get("CapAdd"), host_config.get("CapDrop"))
         parse_security_opt(host_config.get("SecurityOpt"))
@@ -213,7 +222,10 @@ class ContainerService:
         )
         if not merged.get("Hostname"):
             merged["Hostname"] = files.container_hostname(cid, merged, host_config)
-        c.network_settings = _initial_network_settings(host_config)
+        if self.networking is not None:
+            c.network_settings = self.networking.create_settings(host_config, networking)
+        else:
+            c.network_settings = _initial_network_settings(host_config)
         async with AsyncExitStack() as undo:
             await asyncio.to_thread(self.layers.prepare_rw, cid, self.images.top_chain_id(image))
             undo.push_async_callback(asyncio.to_thread, self.layers.remove_rw, cid)
@@ -252,6 +264,15 @@ class ContainerService:
                 await self._auto_remove(c)
             raise
 
+    async def _network_sandbox(self, c: Container, undo: AsyncExitStack) -> str | None:
+        """The netns of the OCI spec: "host", another container's, or a sandbox made for this one."""
+        netns = self._netns_path(c)
+        if netns is not None or self.networking is None:
+            return netns
+        path = await self.networking.setup(c)
+        undo.push_async_callback(self.networking.teardown, c)
+        return str(path) if path is not None else None
+
     def _netns_path(self, c: Container) -> str | None:
         mode = str(c.host_config.get("NetworkMode") or "")
         if mode == "host":
@@ -274,6 +295,7 @@ class ContainerService:
             try:
                 await asyncio.to_thread(rootfs.mkdir, parents=True, exist_ok=True)
                 undo.push_async_callback(_remove_bundle, bundle)
+                netns = await self._network_sandbox(c, undo)
                 await self._write_container_files(c)
                 layer_mounts = await asyncio.to_thread(self.layers.snapshotter.mounts, c.snapshot_key)
                 await asyncio.to_thread(mounts.mount_all, layer_mounts, rootfs)
@@ -284,7 +306,6 @@ class ContainerService:
                     rootfs,
                     [str(g) for g in c.host_config.get("GroupAdd") or []],
                 )
-                netns = self._netns_path(c)
                 volume_mounts = await self.mounts.setup(c, undo)
                 spec = build_spec(
                     c.config,
@@ -311,8 +332,6 @@ class ContainerService:
                 io = IOSpec(tty=c.tty, stdin=bool(c.config.get("OpenStdin")), console_size=size)
                 task = await self.runtime.create(c.id, bundle, io)
                 undo.push_async_callback(task.delete, True)
-                if netns is None and self.network_setup is not None:
-                    await self.network_setup(task.pid)
                 live = LiveContainer.open(c, task)
                 undo.push_async_callback(live.abort)
                 self.live[c.id] = live
@@ -336,6 +355,8 @@ class ContainerService:
         self._monitors.add(live.monitor)
         live.monitor.add_done_callback(self._monitors.discard)
         self.publish(c, "start")
+        for hook in self.state_hooks:
+            hook(c)
 
     def _set_network_ids(self, c: Container) -> None:
         """dockerd fills an endpoint's NetworkID when the container connects, i.e. at its start."""
@@ -343,7 +364,11 @@ class ContainerService:
             if isinstance(endpoint, dict) and name in self.network_ids:
                 endpoint["NetworkID"] = self.network_ids[name]
 
-    async def _write_container_files(self, c: Container) -> None:
+    async def refresh_network_files(self, c: Container) -> None:
+        """A running container joined or left a network: dockerd rewrites its hosts and resolv.conf."""
+        await self._write_container_files(c, in_place=True)
+
+    async def _write_container_files(self, c: Container, *, in_place: bool = False) -> None:
         """/etc/hostname, /etc/hosts, /etc/resolv.conf and the log path, (re)made at every start.
 
         dockerd too creates them when the container starts (its inspect shows empty paths
@@ -351,9 +376,29 @@ class ContainerService:
         """
         cdir = self.store.dir(c.id)
         hostname = str(c.config.get("Hostname") or c.short_id)
+        net = self.networking
+        host_gateway = None
+        if net is not None and any(
+            files.HOST_GATEWAY in str(h) for h in c.host_config.get("ExtraHosts") or []
+        ):
+            gw = await net.networks.default_bridge_gateway()
+            host_gateway = str(gw) if gw is not None else None
         hp, hosts, resolv = await asyncio.to_thread(
-            files.write_container_files, cdir, hostname, c.host_config, self.dns
+            functools.partial(
+                files.write_container_files,
+                cdir,
+                hostname,
+                c.host_config,
+                self.dns,
+                ip=net.address_of(c) if net is not None else None,
+                domainname=str(c.config.get("Domainname") or ""),
+                embedded_dns=DNS_NAMESERVER if net is not None and net.uses_embedded_dns(c) else None,
+                host_gateway=host_gateway,
+                in_place=in_place,
+            )
         )
+        if in_place:
+            return
         c.hostname_path, c.hosts_path, c.resolv_conf_path = str(hp), str(hosts), str(resolv)
         c.log_path = str(cdir / f"{c.id}-json.log")
 
@@ -403,6 +448,8 @@ class ContainerService:
                 c.state.set_restarting(status.code, status.oom_killed)
             else:
                 c.state.set_stopped(status.code, status.oom_killed)
+            for hook in self.state_hooks:
+                hook(c)
             self.save(c)
 
         try:
@@ -422,6 +469,10 @@ class ContainerService:
                 self.publish(
                     c, "die", {"exitCode": str(status.code), "execDuration": _exec_duration(started_at)}
                 )
+                if self.networking is not None:  # dockerd: network disconnect events follow "die"
+                    await self.networking.teardown(c)
+                    with contextlib.suppress(OSError):
+                        self.save(c)
                 await self.mounts.teardown(c)  # dockerd's unmount events follow "die"
                 self._wake(c.id, "exit", WaitResult(status.code))
         finally:
@@ -644,6 +695,7 @@ class ContainerService:
             else:
                 with contextlib.suppress(errdefs.EngineError):
                     await live.task.kill(int(_signal.SIGKILL), all=True)
+                    self.publish(c, "kill", {"signal": str(int(_signal.SIGKILL))})
                 if c.state.paused:
                     with contextlib.suppress(errdefs.EngineError):
                         await live.task.resume()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from network.driver import EndpointInfo, EndpointSpec, JoinInfo, NetworkDriver, NetworkSpec
 from network.portmap import PortBinding, PortMapping
@@ -68,3 +69,35 @@ class LazyDriver:
     async def close(self) -> None:
         if self._driver is not None:
             await self._driver.close()
+
+
+class LazySandboxes:
+    """network.sandbox.SandboxManager (pyroute2 again) made on first use; listing an empty or
+    missing sandbox directory, which every daemon start does, needs no manager."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._manager: Any = None
+
+    def _get(self) -> Any:
+        if self._manager is None:
+            from network.sandbox import SandboxManager
+
+            self._manager = SandboxManager(self.root)
+        return self._manager
+
+    def create(self, sandbox_id: str, *, ipv6: bool = False) -> Path:
+        path: Path = self._get().create(sandbox_id, ipv6=ipv6)
+        return path
+
+    def delete(self, sandbox_id: str) -> None:
+        self._get().delete(sandbox_id)
+
+    def list(self) -> list[str]:
+        try:
+            if not any(self.root.iterdir()):
+                return []
+        except FileNotFoundError:
+            return []
+        names: list[str] = self._get().list()
+        return names

@@ -20,6 +20,7 @@ the containers using them do not. Wiring them into container start is the contai
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import re
 import time
@@ -27,13 +28,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv4Interface
+from pathlib import Path
 from typing import Any, Protocol
 
 from engine import errdefs, ids
 from engine.events import EventBus
 from engine.networks.store import NetworkRecord, NetworkStore
-from network.driver import EndpointInfo, EndpointSpec, NetworkDriver, NetworkSpec
+from network.driver import EndpointInfo, EndpointSpec, JoinInfo, NetworkDriver, NetworkSpec
 from network.ipam import Ipam, Pool
+from network.portmap import PortBinding, PortMapping
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +57,22 @@ class ContainerRecords(Protocol):
     def save(self, c: Any) -> None: ...
 
 
+class RunningContainers(Protocol):
+    """Endpoints of running containers (engine.networks.attach.ContainerNetworking)."""
+
+    async def connect(self, c: Any, ref: str, cfg: Mapping[str, Any]) -> None: ...
+
+    async def disconnect(self, c: Any, ref: str) -> None: ...
+
+
 @dataclass
 class Endpoint:
     container_id: str
     name: str  # the container's name without the leading "/"
     info: EndpointInfo
     pool_id: str | None
+    # Network-scoped names the embedded DNS answers for besides ``name`` (aliases, the short ID).
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass
@@ -122,6 +135,8 @@ class NetworkService:
         *,
         predefined_ids: Mapping[str, str],
         default_bridge_subnet: str | None = None,
+        default_bridge_address: str | None = None,
+        default_bridge_name: str | None = DEFAULT_BRIDGE,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.store = store
@@ -130,13 +145,20 @@ class NetworkService:
         self.events = events
         self.predefined_ids = dict(predefined_ids)
         self.default_bridge_subnet = default_bridge_subnet
+        self.default_bridge_address = default_bridge_address  # --bip's address; None: the IPAM's choice
+        self.default_bridge_name = default_bridge_name  # None: -b none, no default bridge network
         self.clock = clock
         self.containers: ContainerRecords | None = None
+        self.running: RunningContainers | None = None
         self._networks: dict[str, _Network] = {}
         self._lock = asyncio.Lock()
+        # The default bridge's lazy pool and kernel objects: concurrent first users (two starts, a
+        # start and "network ls") must not each request a pool or create the bridge.
+        self._lazy_lock = asyncio.Lock()
 
-    def set_containers(self, containers: ContainerRecords) -> None:
+    def set_containers(self, containers: ContainerRecords, running: RunningContainers | None = None) -> None:
         self.containers = containers
+        self.running = running
 
     # ---- life cycle -------------------------------------------------------------------------
 
@@ -146,7 +168,10 @@ class NetworkService:
         records = {r.id: r for r in await asyncio.to_thread(self.store.load_all)}
         for name, driver in PREDEFINED_DRIVERS.items():
             nid = self.predefined_ids[name]
-            if nid not in records:
+            if name == "bridge" and self.default_bridge_name is None:
+                records.pop(nid, None)  # -b none; the record stays on disk for a later start
+                continue
+            if nid not in records or (name == "bridge" and self._default_bridge_changed(records[nid])):
                 record = self._predefined_record(name, driver, nid)
                 records[nid] = record
         for record in sorted(records.values(), key=lambda r: (not r.predefined, r.created)):
@@ -158,6 +183,18 @@ class NetworkService:
                 continue
             self._networks[record.id] = net
 
+    def _default_bridge_changed(self, record: NetworkRecord) -> bool:
+        """dockerd re-makes its default bridge from the flags at every start: a changed -b or --bip
+        replaces the stored record (an automatic subnet chosen earlier is kept otherwise)."""
+        if record.options.get("com.docker.network.bridge.name") != self.default_bridge_name:
+            return True
+        if not self.default_bridge_subnet:
+            return False
+        stored = record.ipam_config[0] if record.ipam_config else {}
+        return stored.get("Subnet") != self.default_bridge_subnet or bool(
+            self.default_bridge_address and stored.get("Gateway") != self.default_bridge_address
+        )
+
     def _predefined_record(self, name: str, driver: str, nid: str) -> NetworkRecord:
         options: dict[str, str] = {}
         config: list[dict[str, str]] = []
@@ -167,11 +204,13 @@ class NetworkService:
                 "com.docker.network.bridge.enable_icc": "true",
                 "com.docker.network.bridge.enable_ip_masquerade": "true",
                 "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
-                "com.docker.network.bridge.name": DEFAULT_BRIDGE,
+                "com.docker.network.bridge.name": self.default_bridge_name or DEFAULT_BRIDGE,
                 "com.docker.network.driver.mtu": "1500",
             }
             if self.default_bridge_subnet:
                 config = [{"Subnet": self.default_bridge_subnet}]
+                if self.default_bridge_address:
+                    config[0]["Gateway"] = self.default_bridge_address
         return NetworkRecord(
             id=nid,
             name=name,
@@ -255,17 +294,18 @@ class NetworkService:
 
     async def _ensure_pools(self) -> None:
         """Give the default bridge its automatic subnet, once, and record it."""
-        for net in self._networks.values():
-            r = net.record
-            if r.predefined and r.driver == "bridge" and net.pool is None:
-                pool = await self._request_pool(r.ipam_config)
-                r.ipam_config = [self._pool_config(pool, r.ipam_config)]
-                try:
-                    await asyncio.to_thread(self.store.save, r)
-                except BaseException:
-                    self.ipam.release_pool(pool.pool_id)
-                    raise
-                net.pool = pool
+        async with self._lazy_lock:
+            for net in self._networks.values():
+                r = net.record
+                if r.predefined and r.driver == "bridge" and net.pool is None:
+                    pool = await self._request_pool(r.ipam_config)
+                    r.ipam_config = [self._pool_config(pool, r.ipam_config)]
+                    try:
+                        await asyncio.to_thread(self.store.save, r)
+                    except BaseException:
+                        self.ipam.release_pool(pool.pool_id)
+                        raise
+                    net.pool = pool
 
     async def _request_pool(self, config: Sequence[Mapping[str, Any]]) -> Pool:
         if len(config) > 1:
@@ -479,16 +519,23 @@ class NetworkService:
     # ---- endpoints (used by container start in the wiring step) -----------------------------
 
     async def create_endpoint(
-        self, ref: str, container_id: str, container_name: str, ip: str | None = None
+        self,
+        ref: str,
+        container_id: str,
+        container_name: str,
+        ip: str | None = None,
+        aliases: Sequence[str] = (),
+        mac: str | None = None,
     ) -> Endpoint:
         """Allocate an address and have the driver make the endpoint (not yet joined to a sandbox).
         The default bridge's kernel objects are made here, with its first endpoint."""
         net = self._find(ref)
         await self._ensure_pools()
         r = net.record
-        if not net.kernel_ready:
-            await self._driver(r.driver).create_network(self._spec(net))
-            net.kernel_ready = True
+        async with self._lazy_lock:
+            if not net.kernel_ready:
+                await self._driver(r.driver).create_network(self._spec(net))
+                net.kernel_ready = True
         address: IPv4Interface | None = None
         if net.pool is not None:
             try:
@@ -499,12 +546,20 @@ class NetworkService:
                 ) from None
         endpoint_id = ids.new_id()
         try:
-            info = await self._driver(r.driver).create_endpoint(r.id, EndpointSpec(endpoint_id, address))
+            info = await self._driver(r.driver).create_endpoint(
+                r.id, EndpointSpec(endpoint_id, address, mac or None)
+            )
         except BaseException:
             if address is not None and net.pool is not None:
                 self.ipam.release_address(net.pool.pool_id, address.ip)
             raise
-        ep = Endpoint(container_id, container_name.lstrip("/"), info, net.pool.pool_id if net.pool else None)
+        ep = Endpoint(
+            container_id,
+            container_name.lstrip("/"),
+            info,
+            net.pool.pool_id if net.pool else None,
+            tuple(aliases),
+        )
         net.endpoints[endpoint_id] = ep
         return ep
 
@@ -518,20 +573,51 @@ class NetworkService:
         if ep.pool_id is not None and ep.info.address is not None:
             self.ipam.release_address(ep.pool_id, IPv4Address(ep.info.address.ip))
 
-    # ---- connect / disconnect (stopped containers only, until start wires endpoints) --------
+    async def join(
+        self, ref: str, endpoint_id: str, netns: Path, *, ifname: str, default_route: bool
+    ) -> JoinInfo:
+        net = self._find(ref)
+        return await self._driver(net.record.driver).join(
+            net.record.id, endpoint_id, netns, ifname=ifname, default_route=default_route
+        )
+
+    async def publish_ports(
+        self, ref: str, endpoint_id: str, bindings: Sequence[PortBinding]
+    ) -> builtins.list[PortMapping]:
+        net = self._find(ref)
+        return await self._driver(net.record.driver).publish_ports(net.record.id, endpoint_id, bindings)
+
+    def record(self, ref: str) -> NetworkRecord:
+        return self._find(ref).record
+
+    def gateway(self, ref: str) -> IPv4Interface | None:
+        pool = self._find(ref).pool
+        return pool.gateway if pool is not None else None
+
+    def endpoints(self, ref: str) -> builtins.list[Endpoint]:
+        return list(self._find(ref).endpoints.values())
+
+    async def default_bridge_gateway(self) -> IPv4Address | None:
+        """The address ``host-gateway`` stands for in ``--add-host`` (dockerd: the default bridge's)."""
+        await self._ensure_pools()
+        gw = self.gateway("bridge")
+        return gw.ip if gw is not None else None
+
+    # ---- connect / disconnect ---------------------------------------------------------------
 
     async def connect(self, ref: str, container_ref: str, endpoint_config: Mapping[str, Any] | None) -> None:
         net = self._find(ref)
         containers = self._containers()
         c = containers.get(container_ref)
         async with containers.lock(c.id):
-            if c.state.running:
-                raise errdefs.Internal(
-                    "connecting a running container to a network is not yet supported by skiff"
-                )
             mode = str((c.host_config or {}).get("NetworkMode") or "bridge")
             cfg = dict(endpoint_config or {})
             _check_connect(mode, net.record, cfg)
+            if c.state.running and self.running is not None:
+                # The endpoint is made and joined now; its connect event comes from there.
+                await self.running.connect(c, net.record.id, cfg)
+                await asyncio.to_thread(containers.save, c)
+                return
             settings = c.network_settings.setdefault("Networks", {})
             # dockerd 20.10 replaces the endpoint settings of a stopped container silently.
             settings[net.record.name] = {
@@ -541,23 +627,18 @@ class NetworkService:
                 "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
                 "GlobalIPv6PrefixLen": 0, "DNSNames": None,
             }  # fmt: skip
+            # dockerd only records the config of a stopped container; "connect" comes at its start.
             await asyncio.to_thread(containers.save, c)
-        self.events.publish(
-            "network",
-            "connect",
-            net.record.id,
-            {"container": c.id, "name": net.record.name, "type": net.record.driver},
-        )
 
     async def disconnect(self, ref: str, container_ref: str, force: bool = False) -> None:
         net = self._find(ref)
         containers = self._containers()
         c = containers.get(container_ref)
         async with containers.lock(c.id):
-            if c.state.running:
-                raise errdefs.Internal(
-                    "disconnecting a running container from a network is not yet supported by skiff"
-                )
+            if c.state.running and self.running is not None:
+                await self.running.disconnect(c, net.record.id)
+                await asyncio.to_thread(containers.save, c)
+                return
             settings = c.network_settings.get("Networks") or {}
             if net.record.name not in settings:
                 raise errdefs.Forbidden(f"container {c.id} is not connected to network {net.record.name}")

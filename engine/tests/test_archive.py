@@ -61,6 +61,8 @@ class StubContainers:
         self.live: dict[str, Any] = {}
         self.layers = SimpleNamespace(snapshotter=None)
         self.published: list[str] = []
+        self.timeline: list[str] = []  # container and volume events, in order
+        self.mounts = StubMounts(self.timeline)
         self._lock = asyncio.Lock()
 
     def get(self, ref: str) -> Container:
@@ -73,6 +75,20 @@ class StubContainers:
 
     def publish(self, c: Container, action: str, extra: dict[str, str] | None = None) -> None:
         self.published.append(action)
+        self.timeline.append(action)
+
+
+class StubMounts:
+    """ContainerMounts' view announcements (the volume "mount"/"unmount" events of docker cp)."""
+
+    def __init__(self, timeline: list[str]) -> None:
+        self.timeline = timeline
+
+    def announce_view(self, c: Container) -> None:
+        self.timeline.append("mount")
+
+    def announce_view_closed(self, c: Container) -> None:
+        self.timeline.append("unmount")
 
 
 @pytest.fixture
@@ -218,6 +234,32 @@ def test_get_directory_file_and_link(box: tuple[ContainerArchive, StubContainers
     with pytest.raises(errdefs.NotFound, match=r"^Could not find the file /d/nope in container box$"):
         run(_get(archive, "/d/nope"))
     assert stub.published == ["archive-path"] * 3
+
+
+def test_volume_events_bracket_each_view_as_dockerds(
+    box: tuple[ContainerArchive, StubContainers], rootfs: Path
+) -> None:
+    """dockerd: mount, unmount (stat); mount, extract-to-dir, unmount; mount, archive-path, unmount."""
+    archive, stub = box
+    run(archive.stat("box", "/d"))
+    run(archive.put("box", "/d", chunks(tar_of(n="new"))))
+    run(_get(archive, "/d/n"))
+    assert stub.timeline == [
+        "mount",
+        "unmount",
+        "mount",
+        "extract-to-dir",
+        "unmount",
+        "mount",
+        "archive-path",
+        "unmount",
+    ]
+    stub.timeline.clear()
+    with pytest.raises(errdefs.NotFound):
+        run(archive.stat("box", "/nope"))
+    with pytest.raises(errdefs.InvalidParameter):
+        run(archive.put("box", "/d/f", chunks(tar_of(x="x"))))
+    assert stub.timeline == ["mount", "unmount", "mount", "unmount"]  # failures publish no action
 
 
 # --- PUT --------------------------------------------------------------------------------------

@@ -83,6 +83,8 @@ class Box:
             snapshot_key="ctr",
         )
         self.layers = SimpleNamespace(snapshotter=self.snapshotter)
+        # The volume "mount"/"unmount" events around each view; this box has no volumes.
+        self.mounts = SimpleNamespace(announce_view=lambda c: None, announce_view_closed=lambda c: None)
         self._lock = asyncio.Lock()
         self.archive = ContainerArchive(cast(Any, self))
 

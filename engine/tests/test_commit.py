@@ -90,7 +90,6 @@ class Harness:
             runtime=self.runtime,
             events=self.bus,
             exec_root=tmp / "exec",
-            network_setup=None,
         )
         self.admin = ContainerAdmin(self.service)
 

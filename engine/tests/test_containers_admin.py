@@ -93,7 +93,6 @@ class Harness:
             runtime=self.runtime,
             events=self.bus,
             exec_root=tmp / "exec",
-            network_setup=None,
         )
         self.exec_ids: dict[str, list[str]] = {}
         self.pids: list[int] = [os.getpid()]

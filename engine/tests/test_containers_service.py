@@ -107,7 +107,6 @@ class Harness:
             runtime=self.runtime,
             events=self.bus,
             exec_root=self.tmp / "exec",
-            network_setup=None,
         )
 
     async def create(self, name: str | None = None, **body: Any) -> Container:

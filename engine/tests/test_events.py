@@ -149,6 +149,14 @@ def test_image_and_other_messages():
     assert network["Actor"] == {"ID": "n1", "Attributes": {"name": "net", "type": "bridge"}}
 
 
+def test_empty_legacy_fields_are_omitted_as_gos_omitempty():
+    prune = Event("container", "prune", "", {"reclaimed": "0"}, 5).to_message()
+    assert list(prune) == ["status", "Type", "Action", "Actor", "scope", "time", "timeNano"]
+    assert prune["Actor"] == {"ID": "", "Attributes": {"reclaimed": "0"}}
+    no_image = Event("container", "create", "c1", {"name": "web"}, 5).to_message()
+    assert no_image["id"] == "c1" and "from" not in no_image
+
+
 def test_publish_stamps_time():
     bus = EventBus(clock=lambda: 42)
     bus.publish("volume", "create", "v")

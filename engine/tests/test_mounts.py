@@ -6,16 +6,20 @@ Error texts and status classes are the reference dockerd's (Binds errors are unt
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
 from engine import errdefs
 from engine.containers.mounts import (
+    ContainerMounts,
     bind_spec,
     check_propagation,
     parse_mountinfo_propagation,
     with_network_files,
 )
+from engine.events import EventBus
 from engine.volumes.mountspec import (
     MountPoint,
     convert_tmpfs_options,
@@ -26,6 +30,8 @@ from engine.volumes.mountspec import (
     tmpfs_data,
     valid_mode,
 )
+from engine.volumes.service import VolumeService
+from storage.volumes import VolumeStore
 
 # -- Binds ---------------------------------------------------------------------------
 
@@ -246,3 +252,53 @@ def test_propagation_of_the_mount_holding_a_path() -> None:
     assert info.value.message == "path /srv/data is mounted on /srv but it is not a shared mount"
     with pytest.raises(errdefs.Internal, match="is not a shared or slave mount"):
         check_propagation("/srv/data", "rslave", MOUNTINFO)
+
+
+# -- docker cp's volume events --------------------------------------------------------
+
+
+def test_container_view_announces_each_volume_as_dockerd(tmp_path: Path) -> None:
+    bus = EventBus()
+    volumes = VolumeService(VolumeStore(tmp_path / "volumes"), bus)
+    mounts = ContainerMounts(volumes, store=cast(Any, None), layers=cast(Any, None), scratch=tmp_path)
+    c = cast(
+        Any,
+        SimpleNamespace(
+            id="c" * 64,
+            mount_points=[
+                MountPoint("volume", "/data", rw=False, name="v1", propagation="").to_record(),
+                MountPoint("bind", "/b", source=str(tmp_path)).to_record(),
+                MountPoint("volume", "/w", name="v2").to_record(),
+            ],
+        ),
+    )
+    mounts.announce_view(c)
+    mounts.announce_view_closed(c)
+    seen = [(e.action, e.actor_id, dict(e.attributes)) for e in bus._ring]
+    assert seen == [
+        (
+            "mount",
+            "v1",
+            {
+                "driver": "local",
+                "container": c.id,
+                "destination": "/data",
+                "propagation": "",
+                "read/write": "false",
+            },
+        ),
+        (
+            "mount",
+            "v2",
+            {
+                "driver": "local",
+                "container": c.id,
+                "destination": "/w",
+                "propagation": "",
+                "read/write": "true",
+            },
+        ),
+        ("unmount", "v1", {"driver": "local", "container": c.id}),
+        ("unmount", "v2", {"driver": "local", "container": c.id}),
+    ]
+    ContainerMounts(None, store=cast(Any, None), layers=cast(Any, None), scratch=tmp_path).announce_view(c)

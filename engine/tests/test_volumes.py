@@ -289,7 +289,6 @@ class Harness:
             runtime=FakeRuntime({"stubborn": _stubborn}),
             events=self.bus,
             exec_root=tmp / "exec",
-            network_setup=None,
             volumes=self.volumes,
         )
         self.volumes.set_usage_checker(self.service.mounts.volume_users)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Interface
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,14 +44,15 @@ def tag(monkeypatch: pytest.MonkeyPatch) -> Tag:
         if not any(t.pool.base.overlaps(n) for n in busy) and not any(map(t.owns_line, iptables_lines())):
             break
         t = Tag()
-    real = network.bridge.create_veth
+    real = network.bridge.create_veth_in_sandbox
 
-    def recording(bridge: str, mac: str, mtu: int) -> tuple[str, str]:
-        host, peer = real(bridge, mac, mtu)
-        t.veths.update((host, peer))
-        return host, peer
+    def recording(*args: Any, **kwargs: Any) -> str:
+        t.veths.add(kwargs["host"])  # the name asked for: a leftover of a failed call has it
+        host = real(*args, **kwargs)
+        t.veths.add(host)
+        return host
 
-    monkeypatch.setattr(network.bridge, "create_veth", recording)
+    monkeypatch.setattr(network.bridge, "create_veth_in_sandbox", recording)
     return t
 
 

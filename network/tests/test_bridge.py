@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Interface
 
 import pytest
@@ -18,7 +20,7 @@ from pyroute2 import IPRoute
 from engine import errdefs
 from network.bridge import MTU, BridgeConfig, BridgeDriver
 from network.driver import EndpointSpec, NetworkSpec
-from network.firewall import Firewall
+from network.firewall import Chains, CommandResult, Firewall
 from network.portmap import PortAllocatedError, PortAllocator, PortBinding
 from network.tests.conftest import Env
 from network.tests.nettools import in_netns, iptables_lines, links, ping, tcp_fetch, tcp_server
@@ -256,3 +258,61 @@ def test_bridge_config_options():
     ):
         with pytest.raises(errdefs.InvalidParameter):
             BridgeConfig.from_spec(NetworkSpec("a" * 64, good.subnet, good.gateway, options=options))
+
+
+def owned_chain_rules(chains: Chains) -> dict[tuple[str, str], list[str]]:
+    out: dict[tuple[str, str], list[str]] = {}
+    for table, chain in chains.owned():
+        listing = subprocess.run(
+            ["iptables", "-w", "-t", table, "-S", chain], capture_output=True, text=True, check=True
+        ).stdout
+        out[(table, chain)] = [ln for ln in listing.splitlines() if ln.startswith("-A ")]
+    return out
+
+
+def rendered_chain_rules(fw: Firewall) -> dict[tuple[str, str], list[str]]:
+    out: dict[tuple[str, str], list[str]] = {key: [] for key in fw.chains.owned()}
+    table = ""
+    for line in fw.render().splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif line.startswith("-A "):
+            out[(table, line.split()[1])].append(line)
+    return out
+
+
+async def test_added_bridges_and_ports_are_inserted_where_a_rewrite_puts_them(env: Env):
+    """After the first bridge, adding bridges and published ports runs iptables-restore with
+    insertions only (no chain is declared, so none is flushed), and the kernel's chains end up
+    rule for rule as the full rendering has them; a removal rewrites them."""
+    fw = env.driver.firewall
+    inputs: list[str] = []
+    run = fw._run
+
+    async def recording(argv: Sequence[str], stdin: bytes | None) -> CommandResult:
+        if argv[0] == "iptables-restore":
+            inputs.append((stdin or b"").decode())
+        return await run(argv, stdin)
+
+    fw._run = recording
+    first = await env.add_network()
+    inputs.clear()
+    await env.add_network(internal=True)
+    third = await env.add_network()
+    _, web = await env.add_container(third, "web")
+    _, db = await env.add_container(first, "db")
+    await env.driver.publish_ports(
+        third.network_id, web.endpoint_id, [PortBinding(80, host_ip="127.0.0.1"), PortBinding(53, "udp")]
+    )
+    await env.driver.publish_ports(first.network_id, db.endpoint_id, [PortBinding(5432)])
+    assert len(inputs) == 4
+    for text in inputs:
+        changes = [ln for ln in text.splitlines() if ln not in ("*filter", "*nat", "COMMIT")]
+        assert changes and all(ln.startswith("-I ") for ln in changes), text
+    assert await asyncio.to_thread(owned_chain_rules, fw.chains) == rendered_chain_rules(fw)
+    assert any("DNAT" in ln for ln in rendered_chain_rules(fw)[("nat", fw.chains.ports)])
+
+    await env.driver.unpublish_ports(third.network_id, web.endpoint_id)
+    assert any(ln.startswith(":") for ln in inputs[-1].splitlines())  # a whole rewrite
+    await env.driver.publish_ports(third.network_id, web.endpoint_id, [PortBinding(8080)])
+    assert await asyncio.to_thread(owned_chain_rules, fw.chains) == rendered_chain_rules(fw)

@@ -17,6 +17,7 @@ from network.firewall import (
     jump_argv,
     jump_rules,
     outbound_reject_rule,
+    render_insertions,
     render_restore,
     teardown_argvs,
 )
@@ -116,6 +117,29 @@ def test_internal_network_gets_no_nat_and_no_way_out():
     lines = rule_lines(render_restore(CH, [INTERNAL], []))
     assert not any("POSTROUTING" in line for line in lines)
     assert not any("! -o br-internal0 -j ACCEPT" in line for line in lines)
+
+
+def test_insertions_put_new_rules_where_the_full_rendering_has_them():
+    before = ([DEFAULT, NET], [WEB])
+    text = render_insertions(CH, before, ([DEFAULT, NET], [WEB, DNS]))
+    assert text is not None
+    assert text.splitlines() == [
+        "*filter",
+        "-I SKIFF 2 -d 172.18.0.3/32 ! -i br-0123456789ab -o br-0123456789ab"
+        " -p udp -m udp --dport 53 -j ACCEPT",
+        "COMMIT",
+        "*nat",
+        "-I SKIFF 2 -d 127.0.0.1/32 -p udp -m udp --dport 5353 -j DNAT --to-destination 172.18.0.3:53",
+        "-I SKIFF-POSTROUTING 6 -s 172.18.0.3/32 -d 172.18.0.3/32 -p udp -m udp --dport 53 -j MASQUERADE",
+        "COMMIT",
+    ]
+    # A new bridge's isolation rules go ahead of each stage's RETURN, its NAT ahead of the hairpins.
+    text = render_insertions(CH, before, ([DEFAULT, NET, INTERNAL], [WEB]))
+    assert text is not None and "*nat" not in text
+    assert "-I SKIFF-ISOLATION-STAGE-1 3 ! -s 172.19.0.0/16 -o br-internal0 -j DROP" in text.splitlines()
+    assert render_insertions(CH, before, before) == ""
+    assert render_insertions(CH, before, ([DEFAULT, NET], [])) is None  # a removal: rewrite
+    assert render_insertions(CH, before, ([NET], [])) is None
 
 
 def test_jump_rules_and_argv():
@@ -298,3 +322,48 @@ async def test_remove_forwards_only_touches_known_ones():
     await fw.remove_forwards([DNS])
     assert fw.forwards == []
     assert "DNAT" not in rec.stdin[-1]
+
+
+async def test_disabled_firewall_keeps_books_and_runs_nothing():
+    rec = Recorder()
+    fw = Firewall(rec, enabled=False)  # dockerd's --iptables=false
+    await fw.add_network(NET)
+    await fw.add_forwards([DNS])
+    assert fw.networks == [NET] and fw.forwards == [DNS]
+    await fw.remove_forwards([DNS])
+    await fw.remove_network(NET.bridge)
+    await fw.add_network(DEFAULT)
+    await fw.close()
+    assert rec.calls == []
+
+
+async def test_outbound_reject_comes_first_for_every_bridge():
+    rec = Recorder()
+    fw = Firewall(rec, outbound_reject="eth0")
+    await fw.add_network(NET)
+    await fw.add_network(INTERNAL)
+    lines = rule_lines(fw.render())
+    comment = "-m comment --comment skiff-outbound-reject -j REJECT"
+    # The second bridge's reject is inserted after the first one's, ahead of the jump and the ACCEPTs.
+    assert f"-I SKIFF-FORWARD 2 -i br-internal0 -o eth0 {comment}" in rec.stdin[-1].splitlines()
+    assert lines[:3] == [
+        f"-A SKIFF-FORWARD -i br-0123456789ab -o eth0 {comment}",
+        f"-A SKIFF-FORWARD -i br-internal0 -o eth0 {comment}",
+        "-A SKIFF-FORWARD -j SKIFF-ISOLATION-STAGE-1",
+    ]
+    await fw.remove_network(INTERNAL.bridge)
+    assert "br-internal0 -o eth0" not in rec.stdin[-1]  # the bridge's reject goes with its rules
+    with pytest.raises(ValueError):
+        Firewall(rec, outbound_reject="eth 0")
+
+
+async def test_reset_removes_a_predecessors_jumps_and_chains():
+    rec = Recorder()
+    rec.jumps = [("FORWARD", "-j", "SKIFF-FORWARD"), ("FORWARD", "-j", "SKIFF-FORWARD")]  # a crash's
+    rec.user_exists = True
+    fw = Firewall(rec, enabled=False)  # also when this daemon runs with --iptables=false
+    await fw.reset()
+    assert rec.jumps == [] and not rec.user_exists
+    for table, chain in CH.owned():
+        assert ["iptables", "-w", "-t", table, "-X", chain] in rec.calls
+    assert not any(c[0] == "iptables-restore" for c in rec.calls)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import errno
 import io
 import os
+import random
 import stat
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, BinaryIO, Literal, cast
 
 import pytest
 
@@ -298,3 +300,169 @@ def test_owners_and_device_nodes_as_root(view: FsView, root: Path) -> None:
     st = (root / "tmp" / "null").lstat()
     assert stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 1 and st.st_gid == 1234
     assert members(exported(view, "/tmp/null", "null")) == [("null", tarfile.CHRTYPE)]
+
+
+def test_existing_entries_are_replaced_and_symlinks_never_followed(view: FsView, root: Path) -> None:
+    # The extractor tries an exclusive create first; whatever is already there takes the slow path.
+    (root / "tmp" / "old").write_text("old")
+    (root / "tmp" / "link").symlink_to("../d/f")
+    (root / "tmp" / "abs").symlink_to("/d/f")
+    extract(view, "/tmp", make_tar(("f", "old", "new"), ("f", "link", "L"), ("f", "abs", "A")))
+    assert (root / "tmp" / "old").read_text() == "new"
+    for name, data in (("link", "L"), ("abs", "A")):
+        assert not (root / "tmp" / name).is_symlink() and (root / "tmp" / name).read_text() == data
+    assert (root / "d" / "f").read_text() == "hi\n"
+    st = (root / "tmp" / "old").stat()
+    assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_mtime == 1_000_000_000
+
+
+class _Trickle(io.RawIOBase):
+    """A stream handing out a few bytes per read (and ``read1``), as a slow upload does."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.pos, self.step = data, 0, step
+
+    def readable(self) -> bool:
+        return True
+
+    def read1(self, size: int = -1) -> bytes:
+        n = self.step if size < 0 else min(self.step, size)
+        out = self.data[self.pos : self.pos + n]
+        self.pos += len(out)
+        return out
+
+    def readinto(self, buffer: Any) -> int:
+        out = self.read1(len(buffer))
+        buffer[: len(out)] = out
+        return len(out)
+
+
+class _ReadOnly:
+    """A stream with nothing but ``read`` (a raw file, a decompressor without ``read1``)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.inner = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self.inner.read(min(size, 777) if size >= 0 else size)
+
+
+@pytest.mark.parametrize("step", [1, 7, 511, 513, 4096])
+def test_headers_and_data_split_anywhere_across_stream_chunks(view: FsView, root: Path, step: int) -> None:
+    big = os.urandom(20_000)
+    data = make_tar(("d", "t", ""), ("f", "t/a", big), ("f", "t/b", ""), ("s", "t/l", "a"), ("f", "t/c", "c"))
+    extract_tar(view, view.lookup("/tmp"), cast(BinaryIO, _Trickle(data, step)), ExtractOptions())
+    assert (root / "tmp" / "t" / "a").read_bytes() == big
+    assert (root / "tmp" / "t" / "b").read_bytes() == b""
+    assert os.readlink(root / "tmp" / "t" / "l") == "a"
+    assert (root / "tmp" / "t" / "c").read_text() == "c"
+
+
+def test_a_stream_with_only_read(view: FsView, root: Path) -> None:
+    big = os.urandom(5000)
+    data = make_tar(("f", "r", big), ("f", "s", "s"))
+    extract_tar(view, view.lookup("/tmp"), cast(BinaryIO, _ReadOnly(data)), ExtractOptions())
+    assert (root / "tmp" / "r").read_bytes() == big and (root / "tmp" / "s").read_text() == "s"
+    with pytest.raises(ArchiveError) as info:
+        extract_tar(view, view.lookup("/d"), cast(BinaryIO, _ReadOnly(data[:1500])), ExtractOptions())
+    assert str(info.value) == "unexpected EOF"
+
+
+# --- the header fast path against tarfile's own parser --------------------------------------------
+
+
+def _header(info: tarfile.TarInfo, fmt: Literal[0, 1, 2] = tarfile.USTAR_FORMAT) -> bytes:
+    return info.tobuf(fmt, "utf-8", "surrogateescape")[-512:]
+
+
+def _with_checksum(block: bytearray, *, signed: bool = False) -> bytes:
+    block[148:156] = b" " * 8
+    total = sum(b - 256 if signed and b > 127 else b for b in block)
+    block[148:156] = b"%06o\0 " % (total & 0o7777777)
+    return bytes(block)
+
+
+def _parsed(parse: Any, block: bytes) -> tuple[str, object]:
+    try:
+        info = parse(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError as e:
+        return ("error", (type(e), str(e)))
+    keys = [
+        "name",
+        "mode",
+        "uid",
+        "gid",
+        "size",
+        "mtime",
+        "chksum",
+        "type",
+        "linkname",
+        "uname",
+        "gname",
+        "devmajor",
+        "devminor",
+    ]
+    return ("ok", {k: getattr(info, k) for k in keys})
+
+
+def _sample_headers() -> list[bytes]:
+    blocks = []
+    for kind in (tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.FIFOTYPE):
+        info = tarfile.TarInfo("some/dir/entry" + ("/" if kind == tarfile.DIRTYPE else ""))
+        info.type, info.mode, info.uid, info.gid = kind, 0o4755, 1000, 100
+        info.size = 12345 if kind == tarfile.REGTYPE else 0
+        info.mtime, info.linkname, info.uname, info.gname = 1_600_000_000, "tgt", "u", "g"
+        blocks.append(_header(info))
+    dev = tarfile.TarInfo("dev/null")
+    dev.type, dev.devmajor, dev.devminor = tarfile.CHRTYPE, 1, 3
+    blocks.append(_header(dev))
+    long = tarfile.TarInfo("p" * 120 + "/" + "n" * 90)  # ustar splits it: name plus prefix
+    blocks.append(_header(long))
+    blocks.append(_header(tarfile.TarInfo("gnu"), tarfile.GNU_FORMAT))
+    v7 = bytearray(_header(tarfile.TarInfo("v7dir/")))
+    v7[156:157] = tarfile.AREGTYPE
+    blocks.append(_with_checksum(v7))
+    high = bytearray(_header(tarfile.TarInfo("x")))
+    high[0:4] = "é".encode() + b"\xff\xfe"  # undecodable bytes; and only the signed sum matches
+    blocks.append(_with_checksum(high, signed=True))
+    b256 = bytearray(_header(tarfile.TarInfo("big-uid")))
+    b256[108:116] = b"\x80" + (70000).to_bytes(7, "big")
+    blocks.append(_with_checksum(b256))
+    for field, junk in (
+        ((100, 108), b"0000 9x\0"),
+        ((124, 136), b"\x1c777\0       "),
+        ((108, 116), b"  -17 \0\0"),
+    ):
+        odd = bytearray(_header(tarfile.TarInfo("odd")))
+        odd[field[0] : field[1]] = junk
+        blocks.append(_with_checksum(odd))
+    bad = bytearray(_header(tarfile.TarInfo("bad-sum")))
+    bad[0] ^= 1
+    blocks.append(bytes(bad))
+    return blocks
+
+
+def test_fast_header_parsing_gives_what_tarfile_gives() -> None:
+    from storage.fscopy import _TarInfo
+
+    samples = _sample_headers()
+    rng = random.Random(5)
+    for block in list(samples):  # and damaged copies of each, checksum fixed up or not
+        for _ in range(60):
+            mutated = bytearray(block)
+            for _ in range(rng.randint(1, 4)):
+                mutated[rng.randrange(512)] = rng.choice([0, 0x20, 0x30, 0x37, 0x38, 0x41, 0x80, 0xFF])
+            samples.append(_with_checksum(mutated) if rng.random() < 0.8 else bytes(mutated))
+    fast = 0
+    for block in samples:
+        assert _parsed(_TarInfo.frombuf, block) == _parsed(tarfile.TarInfo.frombuf, block), block
+        fast += block[156:157] in (b"0", b"5") and _parsed(tarfile.TarInfo.frombuf, block)[0] == "ok"
+    assert fast > 50  # the comparison covered the fast path, not only tarfile's fallback
+
+
+def test_a_failed_create_reports_what_the_lookup_meets(view: FsView, root: Path) -> None:
+    # The exclusive create is only a shortcut: its failure falls back to lstat-then-create.
+    name = "n" * 300
+    with pytest.raises(PathError) as info:
+        extract(view, "/tmp", make_tar(("f", name, "x")))
+    assert str(info.value) == f"lstat /tmp/{name}: file name too long"

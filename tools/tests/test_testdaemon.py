@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
 import textwrap
+from ipaddress import IPv4Network
 from pathlib import Path
 from types import ModuleType
 
@@ -113,3 +115,37 @@ def test_unmounts_under_data_root(fake_skiffd: Path, monkeypatch: pytest.MonkeyP
         assert mounted.returncode == 0
     assert testdaemon._mounts_below(daemon.tmp) == []
     assert not daemon.tmp.exists()
+
+
+def test_network_isolation_settings(tmp_path: Path) -> None:
+    """Its own bridge, chain prefix and subnets; no ip_forward change; the outside rejected. The
+    daemon.json it writes is one skiffd accepts."""
+    from api.flags import load_config
+
+    a, b = testdaemon.SkiffDaemon(), testdaemon.SkiffDaemon()
+    try:
+        assert a.bridge != b.bridge and a.bridge.startswith("skd") and len(a.bridge) <= 15
+        assert a.marks.prefix not in ("SKIFF", b.marks.prefix)
+        assert a.link_alias == f"skiff:{a.marks.prefix}" and f"{a.marks.prefix}-FORWARD" in a.chain_names
+        config_path = tmp_path / "daemon.json"
+        config_path.write_text(json.dumps(a.daemon_json()))
+        config = load_config(["--config-file", str(config_path)])
+        assert config.bridge == a.bridge and config.ip_forward is False and config.iptables is True
+        assert str(config.default_address_pools[0].base) == a.address_pool
+        base = config.default_address_pools[0].base
+        assert base.prefixlen == 16 and base.subnet_of(IPv4Network("10.0.0.0/8"))
+        assert 176 <= base.network_address.packed[1] < 208
+        assert config.outbound_reject_interface == testdaemon.outside_interface()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_outside_interface_is_the_default_routes() -> None:
+    routes = subprocess.run(["ip", "-4", "route", "show", "default"], capture_output=True, text=True).stdout
+    expected = routes.split()[routes.split().index("dev") + 1] if "dev" in routes.split() else None
+    assert testdaemon.outside_interface() == expected
+    assert (
+        testdaemon.OFFLINE_ENV["HTTP_PROXY"] == testdaemon.OFFLINE_ENV["HTTPS_PROXY"] == "http://127.0.0.1:9"
+    )
+    assert testdaemon.OFFLINE_ENV["NO_PROXY"] == "127.0.0.1,localhost"
