@@ -97,6 +97,7 @@ bench: install
 	$(PY) bench/run.py --start-skiffd $$([ -S $(REF_SOCK) ] && echo --reference unix://$(REF_SOCK))
 	$(PY) bench/registry.py $$([ -S $(REF_SOCK) ] && echo --reference unix://$(REF_SOCK))
 	$(PY) bench/cp.py $$([ -S $(REF_SOCK) ] && echo --reference unix://$(REF_SOCK))
+	$(PY) bench/network.py $$([ -S $(REF_SOCK) ] && echo --reference unix://$(REF_SOCK))
 	$(PY) bench/compose.py $$([ -S $(REF_SOCK) ] && echo --reference unix://$(REF_SOCK))
 
 clean:

@@ -15,7 +15,8 @@ Per run, for each daemon in turn (A, B, A, B, so both see the same machine load)
     where a busybox httpd container answers to the name ``web`` (a network alias: its container
     name carries the run's token, so a shared daemon never sees a clash);
   * `docker run --rm busybox true` on the default bridge and with `--network none`: the difference
-    of the two medians is what a bridge endpoint adds to a container start.
+    of the two medians is what a bridge endpoint adds to a container start (also shown: the median
+    of each run's difference, the two being run back to back, which a loaded machine moves less).
 After the runs the daemons' memory is recorded (RSS and PSS of the engine's own processes, as in
 bench/containers.py: skiffd and its helpers; dockerd + containerd + shims).
 
@@ -171,6 +172,12 @@ class Target:
         bridge, none = self.median_ms("run_bridge"), self.median_ms("run_none")
         return round(bridge - none, 1) if bridge is not None and none is not None else None
 
+    def start_overhead_paired_ms(self) -> float | None:
+        """The median of each run's bridge minus none (adjacent, so slow load swings cancel)."""
+        pairs = zip(self.samples["run_bridge"], self.samples["run_none"], strict=False)
+        diffs = [b - n for b, n in pairs]
+        return round(statistics.median(diffs) * 1000, 1) if diffs else None
+
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -180,6 +187,7 @@ class Target:
             "samples_s": {k: [round(v, 5) for v in vs] for k, vs in self.samples.items()},
             "median_ms": {k: self.median_ms(k) for k, _ in METRICS},
             "bridge_start_overhead_ms": self.start_overhead_ms(),
+            "bridge_start_overhead_paired_ms": self.start_overhead_paired_ms(),
             "memory": self.memory,
             "errors": self.errors,
         }
@@ -362,6 +370,13 @@ def table(targets: list[Target]) -> str:
             "extra start latency, bridge over none",
             skiff.start_overhead_ms(),
             ref.start_overhead_ms() if ref else None,
+        )
+    )
+    figures.append(
+        (
+            "  median of per-run differences",
+            skiff.start_overhead_paired_ms(),
+            ref.start_overhead_paired_ms() if ref else None,
         )
     )
     for label, a, b in figures:

@@ -233,15 +233,18 @@ def _configure(ifname: str, address: IPv4Interface, gateway: IPv4Address | None)
             inner.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
 
 
-def remove_from_sandbox(netns: Path, ifname: str) -> None:
+def remove_from_sandbox(netns: Path, ifname: str) -> bool:
+    """False when the sandbox is gone already: the kernel destroys the veth pair with the
+    namespace, in its own time (the namespace's clean-up runs in a kernel worker)."""
     if not is_netns(netns):
-        return  # the sandbox is gone, and the veth pair with it
+        return False
 
     def remove() -> None:
         with IPRoute() as inner:
             _delete_link(inner, ifname)
 
     run_in_netns(netns, remove)
+    return True
 
 
 def delete_veth(host: str) -> None:

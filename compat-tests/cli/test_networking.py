@@ -306,7 +306,7 @@ def test_network_in_use_cannot_be_removed(docker: Callable[..., Run], lab: Lab) 
     net = lab.network("n")
     lab.httpd("web", "--network", net)
     res = docker("network", "rm", net)
-    assert res.rc != 0 and "has active endpoints" in res.stderr
+    assert res.rc != 0 and f"network {net} has active endpoints (" in res.stderr
 
 
 def test_container_network_mode(docker: Callable[..., Run], lab: Lab) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -225,3 +226,32 @@ def test_pause_kill_cp_top(project: Callable[..., Project], tmp_path: Path) -> N
     rows = {r["Service"]: r for r in map(json.loads, ok(p("ps", "-a", "--format", "json")).splitlines())}
     assert (rows["extra"]["State"], rows["extra"]["ExitCode"]) == ("exited", 137)
     assert rows["app"]["State"] == "running"
+
+
+def test_create_start_wait_rm(project: Callable[..., Project]) -> None:
+    p = project("lifecycle")
+    ok(p("create"))
+    states = ok(p("ps", "-a", "--format", "{{.Service}} {{.State}}")).split("\n")
+    assert states[:2] == ["app created", "extra created"]
+    ok(p("start"))
+    assert ok(p("ps", "--format", "{{.Service}}")).split() == ["app", "extra"]
+    # `compose wait` blocks on POST /containers/{id}/wait and exits with the container's code. It
+    # only waits for running containers and gives no sign of having started waiting: a kill that
+    # came first is retried with a longer head start.
+    extra_id = p.inspect(f"{p.name}-extra-1")["Id"]
+    for head_start in (1.0, 2.0, 4.0):
+        ok(p("start", "extra"))
+        waiter = p.popen("wait", "extra")
+        time.sleep(head_start)
+        ok(p.docker("kill", "-s", "KILL", f"{p.name}-extra-1"))
+        out = read_until(waiter, lambda ls: False, timeout=20)
+        code = waiter.wait(timeout=10)
+        if code == 137:
+            break
+        assert (code, out) == (1, [f'no containers for project "{p.name}"']), out
+    assert code == 137
+    assert out == [f'container "{extra_id}" exited with status code 137'], out
+    res = p("rm", "-f", "-s", "extra")
+    ok(res)
+    assert f"Container {p.name}-extra-1  Removed" in res.stderr
+    assert ok(p("ps", "-a", "--format", "{{.Service}}")).split() == ["app"]

@@ -228,6 +228,8 @@ class ContainerAdmin:
                 self.containers.store.rename(c, name)
             except errdefs.EngineError as e:
                 raise type(e)(f"Error when allocating new name: {e.message}") from None
+            if self.containers.networking is not None:  # the embedded DNS answers for the new name
+                self.containers.networking.renamed(c)
         self.containers.publish(c, "rename", {"oldName": old})
 
     # --- pause / unpause -------------------------------------------------------------------------

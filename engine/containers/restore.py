@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from engine import errdefs
 from engine.containers.model import Container
 from engine.containers.service import restart_policy_says
+from engine.networks.attach import forget_endpoints
 from storage import mount as mounts
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ async def _reconcile(service: ContainerService, c: Container, known: bool) -> No
         code = EXIT_KILLED if alive else (c.state.exit_code if c.state.restarting else EXIT_STATUS_LOST)
         log.info("container %s was %s: recorded as exited (%d)", c.short_id, c.state.status, code)
         c.state.set_stopped(code)
+        forget_endpoints(c.network_settings)
         changed = True
     if changed:
         try:

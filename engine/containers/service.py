@@ -375,6 +375,17 @@ class ContainerService:
         before that) and rewrites hosts/resolv.conf each time from the current settings.
         """
         cdir = self.store.dir(c.id)
+        c.log_path = str(cdir / f"{c.id}-json.log")
+        mode = str(c.host_config.get("NetworkMode") or "")
+        if mode.startswith("container:") and not in_place:
+            # dockerd gives a container sharing another's network that container's files.
+            other = self.get(mode.split(":", 1)[1])
+            if other.hosts_path and other.resolv_conf_path:
+                c.config["Hostname"] = other.config.get("Hostname") or other.short_id
+                c.config["Domainname"] = other.config.get("Domainname") or ""
+                c.hostname_path, c.hosts_path = other.hostname_path, other.hosts_path
+                c.resolv_conf_path = other.resolv_conf_path
+                return
         hostname = str(c.config.get("Hostname") or c.short_id)
         net = self.networking
         host_gateway = None
@@ -400,7 +411,6 @@ class ContainerService:
         if in_place:
             return
         c.hostname_path, c.hosts_path, c.resolv_conf_path = str(hp), str(hosts), str(resolv)
-        c.log_path = str(cdir / f"{c.id}-json.log")
 
     def _record_start_failure(self, c: Container, message: str, exit_code: int) -> None:
         # dockerd keeps the status (created / exited) and records Error and an exit code.

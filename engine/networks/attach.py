@@ -268,6 +268,11 @@ class ContainerNetworking:
         sb = self._live.get(c.id)
         return sb is not None and sb.resolver is not None
 
+    def renamed(self, c: Any) -> None:
+        sb = self._live.get(c.id)
+        for att in sb.attachments.values() if sb is not None else ():
+            att.endpoint.name = c.name.lstrip("/")
+
     def sandbox_path(self, c: Any) -> Path | None:
         sb = self._live.get(c.id)
         return sb.path if sb is not None else None
@@ -396,12 +401,7 @@ class ContainerNetworking:
             sb.mappings = [m for m in sb.mappings if m.container_ip != _ip(att.endpoint)]
         settings = (c.network_settings.get("Networks") or {}).get(att.network_name)
         if isinstance(settings, dict):
-            keep = {
-                k: settings.get(k)
-                for k in ("IPAMConfig", "Links", "Aliases", "DriverOpts", "GwPriority", "NetworkID")
-            }
-            settings.update(empty_endpoint_settings())
-            settings.update(keep)
+            _clear_endpoint(settings)
         with contextlib.suppress(errdefs.NotFound):
             record = self.networks.record(att.network_id)
             self.events.publish(
@@ -444,6 +444,24 @@ class ContainerNetworking:
         )
         await resolver.start_in_netns(sb.path)
         sb.resolver = resolver
+
+
+def _clear_endpoint(settings: dict[str, Any]) -> None:
+    """What dockerd keeps of an endpoint once the container stopped: its config and network ID."""
+    keep = {
+        k: settings.get(k)
+        for k in ("IPAMConfig", "Links", "Aliases", "DriverOpts", "GwPriority", "NetworkID")
+    }
+    settings.update(empty_endpoint_settings())
+    settings.update(keep)
+
+
+def forget_endpoints(network_settings: dict[str, Any]) -> None:
+    """A container found dead at daemon start: its endpoints went with the daemon that made them."""
+    for settings in (network_settings.get("Networks") or {}).values():
+        if isinstance(settings, dict):
+            _clear_endpoint(settings)
+    network_settings["Ports"] = {}
 
 
 def _ip(ep: Endpoint) -> IPv4Address | None:

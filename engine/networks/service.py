@@ -477,8 +477,10 @@ class NetworkService:
         if r.predefined:
             raise errdefs.Forbidden(f"{r.name} is a pre-defined network and cannot be removed")
         if net.endpoints:
+            # dockerd 28's text (libnetwork ActiveEndpointsError, a Forbidden: 403, as on 20.10).
+            names = ", ".join(sorted(ep.name for ep in net.endpoints.values()))
             raise errdefs.Forbidden(
-                f"error while removing network: network {r.name} id {r.id} has active endpoints"
+                f"error while removing network: network {r.name} has active endpoints ({names})"
             )
         if net.kernel_ready:
             await self._driver(r.driver).delete_network(r.id)

@@ -72,7 +72,7 @@ def test_a_full_pipe_holds_the_feeder_on_the_loop_until_half_is_read(
         blocked = asyncio.ensure_future(pipe.feed(b"y" * 1000))
         await asyncio.sleep(0.05)
         assert not blocked.done()
-        assert threading.active_count() == threads  # waiting costs no thread
+        assert threading.active_count() <= threads  # waiting costs no thread
         taken = await asyncio.to_thread(lambda: [pipe.read1(1000) for _ in range(4)])
         assert sum(map(len, taken)) == 4000
         await asyncio.sleep(0.05)

@@ -17,6 +17,7 @@ from ipaddress import IPv4Address, IPv4Interface
 import pytest
 from pyroute2 import IPRoute
 
+import network.bridge
 from engine import errdefs
 from network.bridge import MTU, BridgeConfig, BridgeDriver
 from network.driver import EndpointSpec, NetworkSpec
@@ -316,3 +317,28 @@ async def test_added_bridges_and_ports_are_inserted_where_a_rewrite_puts_them(en
     assert any(ln.startswith(":") for ln in inputs[-1].splitlines())  # a whole rewrite
     await env.driver.publish_ports(third.network_id, web.endpoint_id, [PortBinding(8080)])
     assert await asyncio.to_thread(owned_chain_rules, fw.chains) == rendered_chain_rules(fw)
+
+
+async def test_an_endpoint_whose_sandbox_went_first_goes_with_the_namespace(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+):
+    net = await env.add_network()
+    ns, a = await env.add_container(net, "a")
+    _, b = await env.add_container(net, "b")
+    assert a.host_ifname in links()
+    deleted: list[str] = []
+    real = network.bridge.delete_veth
+    monkeypatch.setattr(network.bridge, "delete_veth", lambda name: (deleted.append(name), real(name)))
+    env.sandboxes.delete(ns.name)
+    await env.driver.delete_endpoint(net.network_id, a.endpoint_id)
+    assert deleted == []  # not by hand: the namespace takes it
+    for _ in range(200):  # the kernel's namespace clean-up runs in a worker, soon after
+        if a.host_ifname not in links():
+            break
+        await asyncio.sleep(0.025)
+    assert a.host_ifname not in links()
+    assert b.host_ifname in links()
+    # A re-created endpoint of the same name and address joins a new sandbox.
+    again = await env.driver.create_endpoint(net.network_id, EndpointSpec(a.endpoint_id, a.address))
+    info = await env.driver.join(net.network_id, again.endpoint_id, env.sandboxes.create(f"{env.tag.hex}-a2"))
+    assert info.ifname == "eth0"

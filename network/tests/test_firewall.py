@@ -247,7 +247,7 @@ class Recorder:
         return CommandResult(0, b"", b"")
 
 
-async def test_first_network_sets_up_last_one_tears_down():
+async def test_first_network_sets_up_close_tears_down():
     rec = Recorder()
     fw = Firewall(rec)
     await fw.add_network(DEFAULT)
@@ -270,7 +270,20 @@ async def test_first_network_sets_up_last_one_tears_down():
     assert fw.forwards == []
     assert "skiff0" not in rec.stdin[-1]
 
+    # The last network empties the chains; they and the jumps stay until close, as dockerd's do.
+    rec.calls.clear()
     await fw.remove_network("br-0123456789ab")
+    assert rec.calls == [["iptables-restore", "-w", "--noflush"]]
+    assert rule_lines(rec.stdin[-1]) == [
+        "-A SKIFF-FORWARD -j SKIFF-ISOLATION-STAGE-1",
+        "-A SKIFF-ISOLATION-STAGE-1 -j RETURN",
+        "-A SKIFF-ISOLATION-STAGE-2 -j RETURN",
+    ]
+    assert len(rec.jumps) == 5
+    await fw.add_network(NET)  # no second set-up
+    assert rec.calls[-1] == ["iptables-restore", "-w", "--noflush"] and len(rec.calls) == 2
+
+    await fw.close()
     assert rec.jumps == []
     assert not rec.user_exists
     assert ["iptables", "-w", "-t", "nat", "-X", "SKIFF-POSTROUTING"] in rec.calls
