@@ -50,6 +50,10 @@ from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, bench/ comes first on sys.path, where bench/network.py would shadow the `network`
+# package that tools/testdaemon.py imports: the repository root goes there instead.
+if sys.path and Path(sys.path[0]).resolve() == ROOT / "bench":
+    sys.path[0] = str(ROOT)
 RESULTS = ROOT / "bench" / "results"
 DOCKER_REGISTRY = "/usr/bin/docker-registry"
 DOCKER_CLI = (

@@ -39,6 +39,10 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+# Run as a script, bench/ comes first on sys.path, where bench/network.py would shadow the `network`
+# package that tools/testdaemon.py imports: the repository root goes there instead.
+if sys.path and Path(sys.path[0]).resolve() == ROOT / "bench":
+    sys.path[0] = str(ROOT)
 RESULTS = ROOT / "bench" / "results"
 DOCKER_CLI = (
     "/usr/local/bin/docker" if os.access("/usr/local/bin/docker", os.X_OK) else shutil.which("docker")

@@ -160,17 +160,16 @@ def cli_env(host: str, config_dir: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
-def docker(
-    daemon: Daemon, tmp_path_factory: pytest.TempPathFactory, session_token: str
-) -> Iterator[Callable[..., Run]]:
-    """`docker(*args, input=b"...", timeout=60) -> Run(rc, stdout, stderr)` with the real CLI.
+def ok(res: Run) -> str:
+    """The stdout of a command that had to succeed; otherwise the assertion shows all it said."""
+    assert res.rc == 0, f"rc={res.rc}\nstdout={res.stdout}\nstderr={res.stderr}"
+    return res.stdout
 
-    At the end of the session it removes every image still carrying this session's label.
-    """
+
+def cli_runner(env: dict[str, str]) -> Callable[..., Run]:
+    """`run(*args, input=b"...", timeout=60) -> Run(rc, stdout, stderr)`: the real CLI with ``env``."""
     if DOCKER_CLI is None:
         pytest.fail("no docker CLI found (expected /usr/local/bin/docker)")
-    env = cli_env(daemon.host, tmp_path_factory.mktemp("docker-config"))
 
     def run(
         *args: str | os.PathLike[str],
@@ -188,10 +187,47 @@ def docker(
         stdout = proc.stdout.decode(errors="replace") if proc.stdout is not None else ""
         return Run(proc.returncode, stdout, proc.stderr.decode(errors="replace"))
 
+    return run
+
+
+@pytest.fixture(scope="session")
+def docker(
+    daemon: Daemon, tmp_path_factory: pytest.TempPathFactory, session_token: str
+) -> Iterator[Callable[..., Run]]:
+    """`docker(*args, input=b"...", timeout=60) -> Run(rc, stdout, stderr)` with the real CLI.
+
+    At the end of the session it removes every image still carrying this session's label.
+    """
+    run = cli_runner(cli_env(daemon.host, tmp_path_factory.mktemp("docker-config")))
     yield run
     listed = run("images", "-aq", "--no-trunc", "--filter", f"label={SESSION_LABEL}={session_token}")
     for image_id in dict.fromkeys(listed.stdout.split()):
         run("rmi", "-f", image_id)
+
+
+@pytest.fixture(scope="module")
+def busybox(docker: Callable[..., Run], busybox_tar: Path) -> str:
+    """busybox:latest loaded into the session's daemon, again for each module (one may remove it)."""
+    ok(docker("load", "-i", busybox_tar))
+    return "busybox:latest"
+
+
+@pytest.fixture
+def own_daemon(daemon: Daemon, busybox_tar: Path, tmp_path: Path) -> Iterator[tuple[Any, Callable[..., Run]]]:
+    """``(proc, run)``: a skiffd of the test's own (tools/testdaemon.py SkiffDaemon) with busybox
+    loaded, and the CLI pointed at it, for tests that stop, kill or restart a daemon, which the
+    session's one has to survive. The test may stop and start ``proc``; it is always stopped after.
+    """
+    if daemon.shared:
+        pytest.skip("restarts a daemon: needs one started by the test")
+    proc = load_tool("testdaemon").SkiffDaemon()
+    run = cli_runner(cli_env(proc.host, tmp_path / "own-daemon-config"))
+    try:
+        proc.start()
+        ok(run("load", "-i", busybox_tar))
+        yield proc, run
+    finally:
+        proc.stop()
 
 
 @pytest.fixture(scope="session")
@@ -340,6 +376,44 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 _container_counter = itertools.count()
+
+
+class CaseContainers:
+    """Uniquely named busybox containers of one case (CLI), all carrying its label (``label``, or
+    ``scope`` as a filter); ``cleanup`` force-removes every one, also those a test named itself."""
+
+    def __init__(self, docker: Callable[..., Run], case: str) -> None:
+        self.docker = docker
+        self.case = case
+        self.made: list[str] = []
+
+    @property
+    def label(self) -> list[str]:
+        return ["--label", f"{CASE_LABEL}={self.case}"]
+
+    @property
+    def scope(self) -> list[str]:
+        return ["--filter", f"label={CASE_LABEL}={self.case}"]
+
+    def name(self, hint: str) -> str:
+        name = f"skifftest-{hint}-{self.case}-{next(_container_counter)}"
+        self.made.append(name)
+        return name
+
+    def run(self, hint: str, *args: str, cmd: tuple[str, ...] = ("sleep", "600")) -> str:
+        name = self.name(hint)
+        ok(self.docker("run", "-d", "--name", name, *self.label, *args, "busybox", *cmd))
+        return name
+
+    def create(self, hint: str, *args: str, cmd: tuple[str, ...] = ("true",)) -> str:
+        name = self.name(hint)
+        ok(self.docker("create", "--name", name, *self.label, *args, "busybox", *cmd))
+        return name
+
+    def cleanup(self) -> None:
+        listed = self.docker("ps", "-aq", "--no-trunc", *self.scope)
+        for cid in dict.fromkeys([*listed.stdout.split(), *self.made]):
+            self.docker("rm", "-f", cid)
 
 
 class ContainerNames:

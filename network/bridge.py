@@ -194,8 +194,16 @@ class BridgeDriver:
             return
         if net.endpoints:
             raise errdefs.Forbidden(f"network {network_id} has active endpoints")
-        await self.firewall.remove_network(net.config.bridge)
-        await self._thread(delete_bridge, net.config.bridge, what="failed to delete bridge")
+        # Side by side: unregistering a netdev waits for RCU grace periods (20-40 ms), and rules
+        # may name an interface that does not exist.
+        results = await asyncio.gather(
+            self.firewall.remove_network(net.config.bridge),
+            self._thread(delete_bridge, net.config.bridge, what="failed to delete bridge"),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         del self._networks[network_id]
 
     async def create_endpoint(self, network_id: str, endpoint: EndpointSpec) -> EndpointInfo:

@@ -19,9 +19,9 @@ bridges are left alone. Rules skiff did not make are never touched: every change
 it created. A change that only adds rules (a new bridge, published ports: every container start
 with ``-p``) inserts them where the full rendering has them (``-I <chain> <position>``); anything
 else, and an insertion that fails, rewrites the owned chains as a whole (declaring a chain flushes
-it). The difference is the kernel's: with iptables-nft a commit that deletes rules makes
-iptables-restore wait for an RCU grace period as it exits, 10-15 ms per table on a loaded 2-core
-machine, where a commit that only adds rules takes 2-4 ms in all.
+it). The difference is the kernel's: with iptables-nft, iptables-restore waits 10-15 ms per table
+as it closes its netlink sockets after a commit that deleted rules (an RCU grace period, on a
+loaded 2-core machine), where one that only adds rules takes 2-4 ms in all.
 
 Ports are published without a userland proxy (dockerd's ``--userland-proxy=false``): the DNAT in
 OUTPUT also catches 127.0.0.1, which the kernel routes into a bridge only with
@@ -279,15 +279,18 @@ def _insertions(old: Sequence[str], new: Sequence[str]) -> list[tuple[int, str]]
     return out if j == len(old) else None
 
 
-def render_insertions(
+def render_delta(
     chains: Chains,
     before: tuple[Sequence[BridgeRules], Sequence[PortForward]],
     after: tuple[Sequence[BridgeRules], Sequence[PortForward]],
     outbound_reject: str | None = None,
 ) -> str | None:
     """``iptables-restore --noflush`` input that turns the chains ``render_restore`` wrote for
-    ``before`` into what it would write for ``after`` by inserting rules only; "" when nothing
-    changes, None when some rule would have to go (then the chains are rewritten as a whole)."""
+    ``before`` into what it would write for ``after`` by inserting rules, or deleting rules (by
+    their spec, so a chain changed behind skiff's back fails the delete rather than losing a
+    rule of someone else), chain by chain; "" when nothing changes, None when a chain needs both
+    (then the chains are rewritten as a whole). With iptables-nft a rewrite flushes and re-adds
+    every rule, several times slower than adding or deleting the few that change."""
     out: list[str] = []
     for table, old_rules, new_rules in (
         (
@@ -298,14 +301,19 @@ def render_insertions(
         ("nat", nat_rules(chains, *before), nat_rules(chains, *after)),
     ):
         old, new = _rules_by_chain(old_rules), _rules_by_chain(new_rules)
-        lines: list[str] = []
-        for chain in new.keys() | old.keys():
-            inserts = _insertions(old.get(chain, []), new.get(chain, []))
-            if inserts is None:
+        inserts: list[str] = []
+        deletes: list[str] = []
+        for chain in sorted(new.keys() | old.keys()):
+            added = _insertions(old.get(chain, []), new.get(chain, []))
+            if added is not None:
+                inserts += [f"-I {chain} {pos} {rule}" for pos, rule in added]
+                continue
+            gone = _insertions(new.get(chain, []), old.get(chain, []))  # the other way round
+            if gone is None:
                 return None
-            lines += [f"-I {chain} {pos} {rule}" for pos, rule in inserts]
-        if lines:
-            out += [f"*{table}", *sorted(lines, key=_position_order), "COMMIT"]
+            deletes += [f"-D {chain} {rule}" for _, rule in gone]
+        if inserts or deletes:
+            out += [f"*{table}", *deletes, *sorted(inserts, key=_position_order), "COMMIT"]
     return "\n".join(out) + "\n" if out else ""
 
 
@@ -355,7 +363,7 @@ class Firewall:
 
     The chains and jumps are created with the first bridge and stay, emptied, when the last one
     goes, until ``close`` (daemon shutdown), as dockerd keeps its chains: setting them up and
-    tearing them down again costs about 10 and 25 iptables processes (0.1 and 0.3-0.5 s here).
+    tearing them down again costs about 13 and 25 iptables processes (0.1 and 0.3-0.5 s here).
     Changes are serialised; a failed apply restores the previous desired state and raises
     ``errdefs.Internal`` with iptables' message. ``enabled=False`` (dockerd's --iptables=false) keeps
     the books but runs nothing; ``outbound_reject`` see ``filter_rules``.
@@ -410,10 +418,11 @@ class Firewall:
 
     async def remove_network(self, bridge: str) -> None:
         async with self._locked():
+            state = self._state()
             if self._networks.pop(bridge, None) is None:
                 return
             self._forwards = [f for f in self._forwards if f.bridge != bridge]
-            await self._apply()
+            await self._apply(state)
 
     async def add_forwards(self, forwards: Sequence[PortForward]) -> None:
         async with self._locked():
@@ -435,9 +444,10 @@ class Firewall:
             kept = [f for f in self._forwards if f not in gone]
             if len(kept) == len(self._forwards) or not self._active:
                 return
+            state = self._state()
             before, self._forwards = self._forwards, kept
             try:
-                await self._apply()
+                await self._apply(state)
             except BaseException:
                 self._forwards = before
                 raise
@@ -481,7 +491,7 @@ class Firewall:
         if not self.enabled:
             return
         if before is not None:
-            delta = render_insertions(self.chains, before, self._state(), self.outbound_reject)
+            delta = render_delta(self.chains, before, self._state(), self.outbound_reject)
             if delta == "":
                 return
             # A chain changed behind skiff's back may refuse an insertion; the rewrite repairs it.

@@ -1,4 +1,4 @@
-"""What the daemon reads from a container's cgroup: stats, OOM kills, freezer state.
+"""Where a container's cgroup is and what the daemon reads there: OOM kills, freezer state.
 
 runc creates and removes the cgroups; this module only picks the path the spec should use
 (cgroupfs driver, like dockerd's "/docker/<id>") and reads files. It supports cgroup v1
@@ -6,21 +6,16 @@ runc creates and removes the cgroups; this module only picks the path the spec s
 /sys/fs/cgroup/unified) and pure v2. The layout comes from /proc/self/mountinfo, since
 distributions mount v1 controllers jointly ("cpu,cpuacct") or separately.
 
-Stats come back as plain dicts already in the shape of Docker's stats JSON sections
-(cpu_stats, memory_stats, blkio_stats, pids_stats) with the per-version differences Docker
-has (v2: no percpu_usage, max_usage, failcnt from memory.events "oom", lower-case blkio ops).
-Host-wide figures (system_cpu_usage, online_cpus, the machine-memory clamp of an unlimited
-limit) are the engine's to add. All functions are synchronous, small sysfs reads.
+Resource-usage stats for `docker stats` are runtime/cgroupstats.py's, which builds on the layout,
+parsers and file readers here. All functions are synchronous, small sysfs reads.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 DEFAULT_PARENT = "/skiff"
 # Super-block options of a v1 cgroup mount that are not controllers.
@@ -120,44 +115,19 @@ def parse_limit(text: str) -> int | None:
     return None if value == "max" else int(value)
 
 
-def parse_blkio_v1(text: str) -> list[dict[str, Any]]:
-    """blkio.*_recursive: "8:0 Read 4096" per line; the trailing "Total N" summary is skipped."""
-    entries: list[dict[str, Any]] = []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) != 3 or ":" not in parts[0]:
-            continue
-        major, minor = parts[0].split(":")
-        entries.append({"major": int(major), "minor": int(minor), "op": parts[1], "value": int(parts[2])})
-    return entries
-
-
-def parse_io_stat_v2(text: str) -> list[dict[str, Any]]:
-    """io.stat: "8:0 rbytes=1 wbytes=2 rios=3 ..." → Docker's read/write byte entries."""
-    entries: list[dict[str, Any]] = []
-    for line in text.splitlines():
-        parts = line.split()
-        if not parts or ":" not in parts[0]:
-            continue
-        major, minor = (int(x) for x in parts[0].split(":"))
-        values = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
-        for op, key in (("read", "rbytes"), ("write", "wbytes")):
-            entries.append({"major": major, "minor": minor, "op": op, "value": int(values.get(key, 0))})
-    return entries
-
-
 # --- readers -----------------------------------------------------------------------------------
 
 
-def _read(path: Path) -> str | None:
+def read_text(path: Path) -> str | None:
+    """A cgroup or proc file's text; None once it is gone (the cgroup or process went away)."""
     try:
         return path.read_text()
     except OSError:
         return None
 
 
-def _read_int(path: Path) -> int | None:
-    text = _read(path)
+def read_int(path: Path) -> int | None:
+    text = read_text(path)
     if text is None:
         return None
     try:
@@ -172,7 +142,7 @@ def oom_kill_count(layout: CgroupLayout, path: str) -> int | None:
     if directory is None:
         return None
     name = "memory.oom_control" if "memory" in layout.v1 else "memory.events"
-    text = _read(directory / name)
+    text = read_text(directory / name)
     if text is None:
         return None
     return parse_flat_keyed(text).get("oom_kill")
@@ -184,130 +154,12 @@ def freezer_state(layout: CgroupLayout, path: str) -> str | None:
     if directory is None:
         return None
     if "freezer" in layout.v1:
-        text = _read(directory / "freezer.state")
+        text = read_text(directory / "freezer.state")
         return None if text is None else text.strip()
-    text = _read(directory / "cgroup.events")
+    text = read_text(directory / "cgroup.events")
     if text is None:
         return None
     return "FROZEN" if parse_flat_keyed(text).get("frozen") == 1 else "THAWED"
-
-
-def read_stats(layout: CgroupLayout, path: str) -> dict[str, Any]:
-    """Docker-shaped stats sections for cgroup ``path``; sections whose files are gone are left out."""
-    reader = _read_stats_v1 if layout.version == 1 else _read_stats_v2
-    stats = reader(layout, path)
-    stats["cgroup_version"] = layout.version
-    return stats
-
-
-def _read_stats_v1(layout: CgroupLayout, path: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    acct = layout.dir("cpuacct", path)
-    if acct is not None and (total := _read_int(acct / "cpuacct.usage")) is not None:
-        # cpuacct.stat counts USER_HZ ticks; Docker (via runc) reports nanoseconds.
-        ticks = parse_flat_keyed(_read(acct / "cpuacct.stat") or "")
-        tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
-        percpu = [int(x) for x in (_read(acct / "cpuacct.usage_percpu") or "").split()]
-        throttle = _cpu_stat(layout.dir("cpu", path))
-        out["cpu_stats"] = {
-            "cpu_usage": {
-                "total_usage": total,
-                "percpu_usage": percpu,
-                "usage_in_kernelmode": ticks.get("system", 0) * tick_ns,
-                "usage_in_usermode": ticks.get("user", 0) * tick_ns,
-            },
-            "throttling_data": {
-                "periods": throttle.get("nr_periods", 0),
-                "throttled_periods": throttle.get("nr_throttled", 0),
-                "throttled_time": throttle.get("throttled_time", 0),
-            },
-        }
-    mem = layout.dir("memory", path)
-    if mem is not None and (usage := _read_int(mem / "memory.usage_in_bytes")) is not None:
-        out["memory_stats"] = {
-            "usage": usage,
-            "max_usage": _read_int(mem / "memory.max_usage_in_bytes") or 0,
-            "failcnt": _read_int(mem / "memory.failcnt") or 0,
-            "limit": _read_int(mem / "memory.limit_in_bytes") or 0,
-            "stats": parse_flat_keyed(_read(mem / "memory.stat") or ""),
-        }
-    blkio = layout.dir("blkio", path)
-    if blkio is not None and blkio.is_dir():
-        out["blkio_stats"] = {
-            "io_service_bytes_recursive": _blkio_v1(blkio, "io_service_bytes_recursive"),
-            "io_serviced_recursive": _blkio_v1(blkio, "io_serviced_recursive"),
-        }
-    pids = _pids(layout.dir("pids", path))
-    if pids is not None:
-        out["pids_stats"] = pids
-    return out
-
-
-def _cpu_stat(directory: Path | None) -> dict[str, int]:
-    if directory is None:
-        return {}
-    return parse_flat_keyed(_read(directory / "cpu.stat") or "")
-
-
-def _blkio_v1(directory: Path, name: str) -> list[dict[str, Any]]:
-    # The CFQ/BFQ files are the accurate ones when the scheduler fills them; otherwise the
-    # throttle layer's counters, as runc does.
-    for prefix in ("blkio.", "blkio.bfq.", "blkio.throttle."):
-        entries = parse_blkio_v1(_read(directory / f"{prefix}{name}") or "")
-        if entries:
-            return entries
-    return []
-
-
-def _pids(directory: Path | None) -> dict[str, int] | None:
-    if directory is None:
-        return None
-    current = _read_int(directory / "pids.current")
-    if current is None:
-        return None
-    limit_text = _read(directory / "pids.max")
-    limit = parse_limit(limit_text) if limit_text else None
-    # Docker reports 0 for "no limit".
-    return {"current": current, "limit": limit or 0}
-
-
-def _read_stats_v2(layout: CgroupLayout, path: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    directory = layout.dir("memory", path)
-    if directory is None or not directory.is_dir():
-        return out
-    cpu = parse_flat_keyed(_read(directory / "cpu.stat") or "")
-    if "usage_usec" in cpu:
-        out["cpu_stats"] = {
-            "cpu_usage": {
-                "total_usage": cpu["usage_usec"] * 1000,
-                "usage_in_kernelmode": cpu.get("system_usec", 0) * 1000,
-                "usage_in_usermode": cpu.get("user_usec", 0) * 1000,
-            },
-            "throttling_data": {
-                "periods": cpu.get("nr_periods", 0),
-                "throttled_periods": cpu.get("nr_throttled", 0),
-                "throttled_time": cpu.get("throttled_usec", 0) * 1000,
-            },
-        }
-    usage = _read_int(directory / "memory.current")
-    if usage is not None:
-        limit_text = _read(directory / "memory.max")
-        limit = parse_limit(limit_text) if limit_text else None
-        events = parse_flat_keyed(_read(directory / "memory.events") or "")
-        out["memory_stats"] = {
-            "usage": usage,
-            "limit": limit if limit is not None else 2**64 - 1,
-            "failcnt": events.get("oom", 0),
-            "stats": parse_flat_keyed(_read(directory / "memory.stat") or ""),
-        }
-    io_text = _read(directory / "io.stat")
-    if io_text is not None:
-        out["blkio_stats"] = {"io_service_bytes_recursive": parse_io_stat_v2(io_text)}
-    pids = _pids(directory)
-    if pids is not None:
-        out["pids_stats"] = pids
-    return out
 
 
 def remove(layout: CgroupLayout, path: str) -> None:

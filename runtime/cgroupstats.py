@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from runtime.cgroups import CgroupLayout, parse_flat_keyed, parse_limit
+from runtime.cgroups import CgroupLayout, parse_flat_keyed, parse_limit, read_int, read_text
 
 UINT64_MAX = 2**64 - 1
 BLKIO_LISTS = (
@@ -211,23 +211,6 @@ def parse_net_dev(text: str) -> dict[str, dict[str, int]]:
 # --- readers -----------------------------------------------------------------------------------
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except OSError:
-        return None
-
-
-def _read_int(path: Path) -> int | None:
-    text = _read(path)
-    if text is None:
-        return None
-    try:
-        return int(text.strip())
-    except ValueError:
-        return None
-
-
 def _omit_zero(section: dict[str, Any]) -> dict[str, Any]:
     """Go's omitempty on integer fields."""
     return {k: v for k, v in section.items() if v}
@@ -239,7 +222,7 @@ def read_system_cpu(proc: Path = Path("/proc")) -> tuple[int, int]:
 
 def read_networks(pid: int, proc: Path = Path("/proc")) -> dict[str, dict[str, int]] | None:
     """Interface counters of ``pid``'s network namespace; None once the process is gone."""
-    text = _read(proc / str(pid) / "net" / "dev")
+    text = read_text(proc / str(pid) / "net" / "dev")
     return None if text is None else parse_net_dev(text)
 
 
@@ -252,19 +235,19 @@ def read_cgroup(layout: CgroupLayout, path: str) -> dict[str, Any] | None:
 
 def _read_v1(layout: CgroupLayout, path: str) -> dict[str, Any] | None:
     acct = layout.dir("cpuacct", path)
-    total = _read_int(acct / "cpuacct.usage") if acct is not None else None
+    total = read_int(acct / "cpuacct.usage") if acct is not None else None
     if acct is None or total is None:
         return None
-    ticks = parse_flat_keyed(_read(acct / "cpuacct.stat") or "")
+    ticks = parse_flat_keyed(read_text(acct / "cpuacct.stat") or "")
     tick_ns = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
     cpu_usage: dict[str, Any] = {"total_usage": total}
-    percpu = [int(x) for x in (_read(acct / "cpuacct.usage_percpu") or "").split()]
+    percpu = [int(x) for x in (read_text(acct / "cpuacct.usage_percpu") or "").split()]
     if percpu:
         cpu_usage["percpu_usage"] = percpu
     cpu_usage["usage_in_kernelmode"] = ticks.get("system", 0) * tick_ns
     cpu_usage["usage_in_usermode"] = ticks.get("user", 0) * tick_ns
     cpu_dir = layout.dir("cpu", path)
-    throttle = parse_flat_keyed(_read(cpu_dir / "cpu.stat") or "") if cpu_dir is not None else {}
+    throttle = parse_flat_keyed(read_text(cpu_dir / "cpu.stat") or "") if cpu_dir is not None else {}
     out: dict[str, Any] = {
         "pids_stats": _pids(layout.dir("pids", path)),
         "blkio_stats": _blkio_v1(layout.dir("blkio", path)),
@@ -280,13 +263,13 @@ def _read_v1(layout: CgroupLayout, path: str) -> dict[str, Any] | None:
     }
     mem = layout.dir("memory", path)
     if mem is not None:
-        raw = parse_flat_keyed(_read(mem / "memory.stat") or "")
+        raw = parse_flat_keyed(read_text(mem / "memory.stat") or "")
         memory: dict[str, Any] = {
-            "usage": _read_int(mem / "memory.usage_in_bytes") or 0,
-            "max_usage": _read_int(mem / "memory.max_usage_in_bytes") or 0,
+            "usage": read_int(mem / "memory.usage_in_bytes") or 0,
+            "max_usage": read_int(mem / "memory.max_usage_in_bytes") or 0,
             "stats": {key: raw.get(key, 0) for key in V1_MEMORY_KEYS},
-            "failcnt": _read_int(mem / "memory.failcnt") or 0,
-            "limit": _read_int(mem / "memory.limit_in_bytes") or 0,
+            "failcnt": read_int(mem / "memory.failcnt") or 0,
+            "limit": read_int(mem / "memory.limit_in_bytes") or 0,
         }
         out["memory_stats"] = {k: v for k, v in memory.items() if v or k == "stats"}
     return out
@@ -298,27 +281,27 @@ def _blkio_v1(directory: Path | None) -> dict[str, Any]:
         return lists
     files = _CFQ_FILES if (directory / "blkio.io_serviced_recursive").exists() else _THROTTLE_FILES
     for name, file in files.items():
-        lists[name] = parse_blkio_entries(_read(directory / f"blkio.{file}") or "")
+        lists[name] = parse_blkio_entries(read_text(directory / f"blkio.{file}") or "")
     return lists
 
 
 def _pids(directory: Path | None) -> dict[str, int]:
     if directory is None:
         return {}
-    limit_text = _read(directory / "pids.max")
+    limit_text = read_text(directory / "pids.max")
     limit = parse_limit(limit_text) if limit_text else None
-    return _omit_zero({"current": _read_int(directory / "pids.current") or 0, "limit": limit or 0})
+    return _omit_zero({"current": read_int(directory / "pids.current") or 0, "limit": limit or 0})
 
 
 def _read_v2(layout: CgroupLayout, path: str) -> dict[str, Any] | None:
     directory = layout.dir("memory", path)
     if directory is None or not directory.is_dir():
         return None
-    cpu = parse_flat_keyed(_read(directory / "cpu.stat") or "")
+    cpu = parse_flat_keyed(read_text(directory / "cpu.stat") or "")
     out: dict[str, Any] = {
         "pids_stats": _pids(directory),
         "blkio_stats": {
-            name: (parse_io_stat(_read(directory / "io.stat") or "") if name == BLKIO_LISTS[0] else None)
+            name: (parse_io_stat(read_text(directory / "io.stat") or "") if name == BLKIO_LISTS[0] else None)
             for name in BLKIO_LISTS
         },
         "cpu_stats": {
@@ -335,10 +318,10 @@ def _read_v2(layout: CgroupLayout, path: str) -> dict[str, Any] | None:
         },
         "memory_stats": {},
     }
-    usage = _read_int(directory / "memory.current")
+    usage = read_int(directory / "memory.current")
     if usage is not None:
-        raw = parse_flat_keyed(_read(directory / "memory.stat") or "")
-        limit_text = _read(directory / "memory.max")
+        raw = parse_flat_keyed(read_text(directory / "memory.stat") or "")
+        limit_text = read_text(directory / "memory.max")
         limit = parse_limit(limit_text) if limit_text else None
         memory: dict[str, Any] = {
             "usage": usage,

@@ -211,26 +211,6 @@ class FakeTask:
         self._runtime._record("update", self._id, resources)
         self.resources.update(resources)
 
-    async def stats(self) -> dict[str, Any]:
-        self._runtime._record("stats", self._id)
-        limit = int((self.resources.get("memory") or {}).get("limit") or 2**63 - 4096)
-        return {
-            "cgroup_version": 1,
-            "cpu_stats": {
-                "cpu_usage": {"total_usage": 1_000_000, "percpu_usage": [1_000_000]},
-                "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
-            },
-            "memory_stats": {
-                "usage": 1 << 20,
-                "max_usage": 2 << 20,
-                "failcnt": 0,
-                "limit": limit,
-                "stats": {},
-            },
-            "blkio_stats": {"io_service_bytes_recursive": [], "io_serviced_recursive": []},
-            "pids_stats": {"current": 1 + len(self.execs), "limit": 0},
-        }
-
     async def delete(self, force: bool = False) -> None:
         self._runtime._record("delete", self._id, force)
         if not self._run.done.done():

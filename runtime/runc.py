@@ -511,13 +511,6 @@ class RuncTask:
         if result.returncode != 0:
             raise command_error(result.message)
 
-    async def stats(self) -> dict[str, Any]:
-        if self._facts.cgroups_path is None:
-            return {"cgroup_version": self._runtime.cgroup_layout.version}
-        return await asyncio.to_thread(
-            cgroups.read_stats, self._runtime.cgroup_layout, self._facts.cgroups_path
-        )
-
     async def delete(self, force: bool = False) -> None:
         result = await self._runtime._run(delete_args(self._id, force))
         if result.returncode != 0 and "does not exist" not in result.message:

@@ -187,10 +187,6 @@ class Task(Protocol):
         """Apply new limits (an OCI `linux.resources` object), e.g. for `docker update`."""
         ...
 
-    async def stats(self) -> dict[str, Any]:
-        """Raw cgroup figures in the shape of Docker's stats sections (see cgroups.read_stats)."""
-        ...
-
     async def delete(self, force: bool = False) -> None:
         """Remove the runtime's state; ``force`` kills a running init first."""
         ...

@@ -19,16 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DOCKER_CLI, SESSION_LABEL, Daemon, Images, Run, cli_env
+from conftest import DOCKER_CLI, SESSION_LABEL, Daemon, Images, Run, cli_env, ok
 
 REFERENCE_SOCKET = Path("/run/ref-docker/docker.sock")
 FS_SCRIPT = "echo hi > /x; rm /bin/ls; rm -rf /home; mkdir /home; echo h > /home/f; sleep 600"
 _names = itertools.count()
-
-
-def ok(res: Run) -> str:
-    assert res.rc == 0, f"rc={res.rc}\nstdout={res.stdout}\nstderr={res.stderr}"
-    return res.stdout
 
 
 class Containers:

@@ -10,7 +10,6 @@ other containers never matter. Where dockerd 20.10 words an error differently fr
 from __future__ import annotations
 
 import io
-import itertools
 import json
 import re
 import tarfile
@@ -18,9 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CASE_LABEL, Daemon, Run
+from conftest import CaseContainers, Daemon, Run, ok
 
-_names = itertools.count()
 Fleet = dict[str, str]
 FS_SCRIPT = "echo hi > /tmp/x; rm /bin/ls; mkdir -p /newdir/sub; echo a > /newdir/sub/f; rm -rf /home"
 FS_DIFF = [
@@ -39,67 +37,27 @@ READ_MEMORY_LIMIT = (
 )
 
 
-def ok(res: Run) -> str:
-    assert res.rc == 0, f"rc={res.rc}\nstdout={res.stdout}\nstderr={res.stderr}"
-    return res.stdout
-
-
 def lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-class Containers:
-    """Names, creates and (at the end) removes this module's containers."""
-
-    def __init__(self, docker: Callable[..., Run], token: str) -> None:
-        self.docker = docker
-        self.case = f"admin-{token}"
-        self.made: list[str] = []
-
-    @property
-    def label(self) -> list[str]:
-        return ["--label", f"{CASE_LABEL}={self.case}"]
-
-    @property
-    def scope(self) -> list[str]:
-        return ["--filter", f"label={CASE_LABEL}={self.case}"]
-
-    def name(self, hint: str) -> str:
-        return f"skifftest-{hint}-{self.case}-{next(_names)}"
+class Containers(CaseContainers):
+    """This module's containers; a foreground run (``detach=False``) may fail, as some tests want."""
 
     def run(self, hint: str, *args: str, cmd: tuple[str, ...] = ("sleep", "600"), detach: bool = True) -> str:
-        name = self.name(hint)
-        flags = ["-d"] if detach else []
-        res = self.docker("run", *flags, "--name", name, *self.label, *args, "busybox", *cmd)
-        self.made.append(name)
         if detach:
-            ok(res)
-        return name
-
-    def create(self, hint: str, *args: str) -> str:
+            return super().run(hint, *args, cmd=cmd)
         name = self.name(hint)
-        ok(self.docker("create", "--name", name, *self.label, *args, "busybox", "true"))
-        self.made.append(name)
+        self.docker("run", "--name", name, *self.label, *args, "busybox", *cmd)
         return name
 
     def ps(self, *args: str) -> list[str]:
         return lines(ok(self.docker("ps", *self.scope, "--format", "{{.Names}}", *args)))
 
-    def cleanup(self) -> None:
-        listed = self.docker("ps", "-aq", "--no-trunc", *self.scope)
-        for cid in dict.fromkeys([*listed.stdout.split(), *self.made]):
-            self.docker("rm", "-f", cid)
-
-
-@pytest.fixture(scope="module")
-def busybox(docker: Callable[..., Run], busybox_tar: Path) -> str:
-    ok(docker("load", "-i", busybox_tar))
-    return "busybox:latest"
-
 
 @pytest.fixture(scope="module")
 def ctrs(docker: Callable[..., Run], busybox: str, session_token: str) -> Iterator[Containers]:
-    made = Containers(docker, session_token)
+    made = Containers(docker, f"admin-{session_token}")
     yield made
     made.cleanup()
 

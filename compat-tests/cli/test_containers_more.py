@@ -10,7 +10,6 @@ Every container carries this module's case label and is removed at the end.
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import stat
@@ -20,18 +19,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import CASE_LABEL, Daemon, Run
+from conftest import CASE_LABEL, CaseContainers, Daemon, Run, ok
 
-_names = itertools.count()
 # The reference dockerd runs with --ip-forward=false and warns about it on every run.
 _FORWARDING_WARNING = "WARNING: IPv4 forwarding is disabled. Networking will not work.\n"
 INIT_FILES = {".dockerenv", "dev/console", "etc/hostname", "etc/hosts", "etc/resolv.conf"}
 INIT_DIRS = {"dev", "dev/pts", "dev/shm", "proc", "sys"}
-
-
-def ok(res: Run) -> str:
-    assert res.rc == 0, f"rc={res.rc}\nstdout={res.stdout}\nstderr={res.stderr}"
-    return res.stdout
 
 
 def err(res: Run) -> str:
@@ -42,56 +35,17 @@ def lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-class Containers:
-    def __init__(self, docker: Callable[..., Run], token: str) -> None:
-        self.docker = docker
-        self.case = f"more-{token}"
-        self.made: list[str] = []
-
-    @property
-    def label(self) -> list[str]:
-        return ["--label", f"{CASE_LABEL}={self.case}"]
-
-    @property
-    def scope(self) -> list[str]:
-        return ["--filter", f"label={CASE_LABEL}={self.case}"]
-
-    def name(self, hint: str) -> str:
-        name = f"skifftest-{hint}-{self.case}-{next(_names)}"
-        self.made.append(name)
-        return name
-
-    def run(self, hint: str, *args: str, cmd: tuple[str, ...] = ("sleep", "600")) -> str:
-        name = self.name(hint)
-        ok(self.docker("run", "-d", "--name", name, *self.label, *args, "busybox", *cmd))
-        return name
-
-    def create(self, hint: str, *args: str, cmd: tuple[str, ...] = ("true",)) -> str:
-        name = self.name(hint)
-        ok(self.docker("create", "--name", name, *self.label, *args, "busybox", *cmd))
-        return name
-
+class Containers(CaseContainers):
     def output(self, *args: str) -> str:
         """`docker run --rm` output (stdout and stderr, without the reference's forwarding warning)."""
         res = self.docker("run", "--rm", "--name", self.name("out"), *self.label, *args)
         assert res.rc == 0, res
         return res.stdout + err(res)
 
-    def cleanup(self) -> None:
-        listed = self.docker("ps", "-aq", "--no-trunc", *self.scope)
-        for cid in dict.fromkeys([*listed.stdout.split(), *self.made]):
-            self.docker("rm", "-f", cid)
-
-
-@pytest.fixture(scope="module")
-def busybox(docker: Callable[..., Run], busybox_tar: Path) -> str:
-    ok(docker("load", "-i", busybox_tar))
-    return "busybox:latest"
-
 
 @pytest.fixture(scope="module")
 def ctrs(docker: Callable[..., Run], busybox: str, session_token: str) -> Iterator[Containers]:
-    made = Containers(docker, session_token)
+    made = Containers(docker, f"more-{session_token}")
     yield made
     made.cleanup()
 

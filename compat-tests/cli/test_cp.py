@@ -16,14 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CASE_LABEL, Daemon, Run
+from conftest import CASE_LABEL, Daemon, Run, ok
 
 _names = itertools.count()
-
-
-def ok(res: Run) -> str:
-    assert res.rc == 0, f"rc={res.rc}\nstdout={res.stdout}\nstderr={res.stderr}"
-    return res.stdout
 
 
 def failed(res: Run) -> str:
@@ -79,12 +74,6 @@ class Boxes:
             self.docker("rm", "-f", cid)
         for volume in self.volumes:
             self.docker("volume", "rm", "-f", volume)
-
-
-@pytest.fixture(scope="module")
-def busybox(docker: Callable[..., Run], busybox_tar: Path) -> str:
-    ok(docker("load", "-i", busybox_tar))
-    return "busybox:latest"
 
 
 @pytest.fixture(scope="module")

@@ -20,22 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CASE_LABEL, DOCKER_CLI, Daemon, Run, cli_env
+from conftest import CASE_LABEL, DOCKER_CLI, Daemon, Run, cli_env, ok
 
 _names = itertools.count()
 Events = list[dict[str, Any]]
 TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d)"  # RFC3339NanoFixed
-
-
-def ok(res: Run) -> str:
-    assert res.rc == 0, f"rc={res.rc}\nstdout={res.stdout}\nstderr={res.stderr}"
-    return res.stdout
-
-
-@pytest.fixture(scope="module")
-def busybox(docker: Callable[..., Run], busybox_tar: Path) -> str:
-    ok(docker("load", "-i", busybox_tar))
-    return "busybox:latest"
 
 
 class Made:

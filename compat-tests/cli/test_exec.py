@@ -17,20 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DOCKER_CLI, Daemon, Run, cli_env
+from conftest import DOCKER_CLI, Daemon, Run, cli_env, ok
 
 _names = itertools.count()
-
-
-def ok(res: Run) -> str:
-    assert res.rc == 0, f"rc={res.rc}\nstdout={res.stdout}\nstderr={res.stderr}"
-    return res.stdout
-
-
-@pytest.fixture(scope="module")
-def busybox(docker: Callable[..., Run], busybox_tar: Path) -> str:
-    ok(docker("load", "-i", busybox_tar))
-    return "busybox:latest"
 
 
 @pytest.fixture(scope="module")

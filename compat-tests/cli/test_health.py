@@ -15,25 +15,18 @@ import itertools
 import json
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import CLI_TIMEOUT, DOCKER_CLI, SESSION_LABEL, Daemon, Images, Run, cli_env, load_tool
+from conftest import SESSION_LABEL, Daemon, Images, Run, ok
 
 _names = itertools.count()
 FAST = ("--health-interval", "100ms")
 SECOND = 1_000_000_000
-
-
-def ok(res: Run) -> str:
-    assert res.rc == 0, f"rc={res.rc}\nstdout={res.stdout}\nstderr={res.stderr}"
-    return res.stdout
 
 
 class Containers:
@@ -59,12 +52,6 @@ class Containers:
     def cleanup(self) -> None:
         for name in self.made:
             self.docker("rm", "-f", name)
-
-
-@pytest.fixture(scope="module")
-def busybox(docker: Callable[..., Run], busybox_tar: Path) -> str:
-    ok(docker("load", "-i", busybox_tar))
-    return "busybox:latest"
 
 
 @pytest.fixture
@@ -290,39 +277,25 @@ def test_durations_below_a_millisecond_are_refused(docker: Callable[..., Run], b
     assert "Error response from daemon: Interval in Healthcheck cannot be less than 1ms" in res.stderr
 
 
-def test_monitors_run_again_after_a_daemon_restart(daemon: Daemon, busybox_tar: Path, tmp_path: Path) -> None:
-    if daemon.shared:
-        pytest.skip("restarts a daemon: needs one started by the test")
-    proc = load_tool("testdaemon").SkiffDaemon()
-    env = cli_env(proc.host, tmp_path / "cfg")
-
-    def own(*args: str | Path) -> Run:
-        argv = ["timeout", "-s", "KILL", str(CLI_TIMEOUT), str(DOCKER_CLI), *map(str, args)]
-        res = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True)
-        return Run(res.returncode, res.stdout.decode(errors="replace"), res.stderr.decode(errors="replace"))
-
-    try:
-        proc.start()
-        ok(own("load", "-i", busybox_tar))
-        flags = ("-d", "--stop-timeout", "0", "--health-cmd", "echo up", *FAST)
-        ok(own("run", "--name", "always", "--restart", "always", *flags, "busybox", "sleep", "300"))
-        ok(own("run", "--name", "plain", *flags, "busybox", "sleep", "300"))
-        for name in ("always", "plain"):
-            wait_health(own, name, "healthy")
-        os.kill(proc.pid, signal.SIGTERM)
-        assert proc.proc is not None
-        proc.proc.wait(timeout=60)
-        proc.start()
-        # Stopped at shutdown: recorded unhealthy, with the results it had.
-        plain = inspect(own, "plain")["State"]
-        assert (plain["Running"], plain["Health"]["Status"]) == (False, "unhealthy")
-        assert plain["Health"]["Log"] and {e["Output"] for e in plain["Health"]["Log"]} == {"up\n"}
-        # Started again by its policy: a fresh run, probed by a fresh monitor.
-        health = wait_health(own, "always", "healthy")
-        started = inspect(own, "always")["State"]["StartedAt"]
-        assert when(health["Log"][-1]["Start"]) > when(started)
-    finally:
-        proc.stop()
+def test_monitors_run_again_after_a_daemon_restart(own_daemon: tuple[Any, Callable[..., Run]]) -> None:
+    proc, own = own_daemon
+    flags = ("-d", "--stop-timeout", "0", "--health-cmd", "echo up", *FAST)
+    ok(own("run", "--name", "always", "--restart", "always", *flags, "busybox", "sleep", "300"))
+    ok(own("run", "--name", "plain", *flags, "busybox", "sleep", "300"))
+    for name in ("always", "plain"):
+        wait_health(own, name, "healthy")
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.proc is not None
+    proc.proc.wait(timeout=60)
+    proc.start()
+    # Stopped at shutdown: recorded unhealthy, with the results it had.
+    plain = inspect(own, "plain")["State"]
+    assert (plain["Running"], plain["Health"]["Status"]) == (False, "unhealthy")
+    assert plain["Health"]["Log"] and {e["Output"] for e in plain["Health"]["Log"]} == {"up\n"}
+    # Started again by its policy: a fresh run, probed by a fresh monitor.
+    health = wait_health(own, "always", "healthy")
+    started = inspect(own, "always")["State"]["StartedAt"]
+    assert when(health["Log"][-1]["Start"]) > when(started)
 
 
 def test_raw_api_zero_fields_and_start_interval_before_1_44(

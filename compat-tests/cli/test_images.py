@@ -15,15 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ok
 
 NO_SUCH = "Error response from daemon: No such image: nope:latest\n"
 TABLE_HEADER = re.compile(r"^REPOSITORY\s+TAG\s+IMAGE ID\s+CREATED\s+SIZE$")
 HEX64 = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-
-def ok(res: Any) -> str:
-    assert res.rc == 0, f"rc={res.rc}\nstdout={res.stdout}\nstderr={res.stderr}"
-    return str(res.stdout)
 
 
 def lines(text: str) -> list[str]:

@@ -24,14 +24,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import CLI_TIMEOUT, DOCKER_CLI, Daemon, Run, cli_env, load_tool
+from conftest import Daemon, Run, ok
 
 _counter = itertools.count()
-
-
-def ok(res: Run) -> str:
-    assert res.rc == 0, f"rc={res.rc}\nstdout={res.stdout}\nstderr={res.stderr}"
-    return res.stdout
 
 
 def free_port() -> int:
@@ -352,23 +347,11 @@ def test_hosts_and_resolv_conf(docker: Callable[..., Run], lab: Lab) -> None:
 
 
 def test_daemon_restart_with_networks_and_running_containers(
-    daemon: Daemon, busybox_tar: Path, tmp_path: Path
+    own_daemon: tuple[Any, Callable[..., Run]],
 ) -> None:
-    if daemon.shared:
-        pytest.skip("restarts a daemon: needs one started by the test")
-    testdaemon = load_tool("testdaemon")
-    proc = testdaemon.SkiffDaemon()
-    env = cli_env(proc.host, tmp_path / "cfg")
-
-    def run(*args: str) -> Run:
-        argv = ["timeout", "-s", "KILL", str(CLI_TIMEOUT), str(DOCKER_CLI), *args]
-        res = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True)
-        return Run(res.returncode, res.stdout.decode(errors="replace"), res.stderr.decode(errors="replace"))
-
+    proc, run = own_daemon
     port = free_port()
     try:
-        proc.start()
-        ok(run("load", "-i", str(busybox_tar)))
         ok(run("network", "create", "--subnet", "10.233.5.0/24", "app"))
         ok(run("run", "-d", "--name", "web", "--restart", "always", "--stop-timeout", "1", "--network", "app",
                "-p", f"127.0.0.1:{port}:80", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc"))  # fmt: skip
@@ -389,7 +372,6 @@ def test_daemon_restart_with_networks_and_running_containers(
         with contextlib.suppress(Exception):
             run("rm", "-f", "web", "client")
             run("network", "rm", "app")
-        proc.stop()
 
 
 def test_masquerade_rule_for_user_networks(docker: Callable[..., Run], lab: Lab, daemon: Daemon) -> None:

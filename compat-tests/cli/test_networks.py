@@ -18,14 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DOCKER_CLI, Daemon, Run, cli_env, load_tool
+from conftest import Daemon, Run, ok
 
 _counter = itertools.count()
-
-
-def ok(res: Run) -> str:
-    assert res.rc == 0, f"rc={res.rc}\nstdout={res.stdout}\nstderr={res.stderr}"
-    return res.stdout
 
 
 def bridges() -> set[str]:
@@ -161,25 +156,13 @@ def test_connect_disconnect_created_container(
     assert set(networks) == {"bridge"}
 
 
-def test_daemon_stop_removes_bridges(daemon: Daemon, tmp_path: Path, busybox_tar: Path) -> None:
+def test_daemon_stop_removes_bridges(own_daemon: tuple[Any, Callable[..., Run]]) -> None:
     """A daemon of its own: networks survive a restart as records, bridges do not outlive the daemon."""
-    if daemon.is_docker or os.geteuid() != 0:
-        pytest.skip("starts a skiffd of its own")
-    if DOCKER_CLI is None:
-        pytest.fail("no docker CLI")
-    testdaemon = load_tool("testdaemon")
-    with testdaemon.SkiffDaemon() as proc:
-        env = cli_env(proc.host, tmp_path)
-
-        def cli(*args: str) -> Run:
-            p = subprocess.run([str(DOCKER_CLI), *args], env=env, capture_output=True, text=True, timeout=60)
-            return Run(p.returncode, p.stdout, p.stderr)
-
-        nid = ok(cli("network", "create", "--subnet", "10.232.9.0/24", "skn-own")).strip()
-        ok(cli("load", "-i", str(busybox_tar)))
-        ok(cli("run", "--rm", "busybox", "true"))  # makes the default bridge too
-        assert {f"br-{nid[:12]}", proc.bridge} <= bridges()
-        proc.stop()
-        assert not {f"br-{nid[:12]}", proc.bridge} & bridges()
-        rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
-        assert f"br-{nid[:12]}" not in rules
+    proc, cli = own_daemon
+    nid = ok(cli("network", "create", "--subnet", "10.232.9.0/24", "skn-own")).strip()
+    ok(cli("run", "--rm", "busybox", "true"))  # makes the default bridge too
+    assert {f"br-{nid[:12]}", proc.bridge} <= bridges()
+    proc.stop()
+    assert not {f"br-{nid[:12]}", proc.bridge} & bridges()
+    rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
+    assert f"br-{nid[:12]}" not in rules

@@ -22,14 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLI_TIMEOUT, DOCKER_CLI, Daemon, Run, cli_env, load_tool
+from conftest import CLI_TIMEOUT, DOCKER_CLI, Daemon, Run, cli_env, ok
 
 _counter = itertools.count()
-
-
-def ok(res: Any) -> str:
-    assert res.rc == 0, f"rc={res.rc}\nstdout={res.stdout}\nstderr={res.stderr}"
-    return str(res.stdout)
 
 
 # The reference dockerd runs with --ip-forward=false and warns about it on every run.
@@ -431,27 +426,6 @@ def test_restart_policy_with_rm_is_refused(docker, names):
 
 
 # --- daemon restart (a daemon of its own, never the shared one) -------------------------------------------
-
-
-@pytest.fixture
-def own_daemon(daemon: Daemon, busybox_tar: Path, tmp_path: Path) -> Iterator[tuple[Any, Callable[..., Run]]]:
-    if daemon.shared:
-        pytest.skip("restarts a daemon: needs one started by the test")
-    testdaemon = load_tool("testdaemon")
-    proc = testdaemon.SkiffDaemon()
-    env = cli_env(proc.host, tmp_path / "cfg")
-
-    def run(*args: str) -> Run:
-        argv = ["timeout", "-s", "KILL", str(CLI_TIMEOUT), str(DOCKER_CLI), *args]
-        res = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True)
-        return Run(res.returncode, res.stdout.decode(errors="replace"), res.stderr.decode(errors="replace"))
-
-    try:
-        proc.start()
-        ok(run("load", "-i", str(busybox_tar)))
-        yield proc, run
-    finally:
-        proc.stop()
 
 
 def _stop_daemon(proc: Any, sig: signal.Signals) -> None:

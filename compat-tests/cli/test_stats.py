@@ -6,7 +6,6 @@ Checked against the reference dockerd too (SKIFF_TEST_DOCKER_HOST=...). The cont
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import subprocess
@@ -15,59 +14,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CASE_LABEL, DOCKER_CLI, Daemon, Run, cli_env
+from conftest import DOCKER_CLI, CaseContainers, Daemon, Run, cli_env, ok
 
-_names = itertools.count()
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 SIZE = r"[0-9.]+(B|kB|KiB|MB|MiB|GB|GiB)"
 # Two processes (sh and sleep), one of them spinning on a builtin.
 BUSY = "sleep 600 & while true; do :; done"
 
 
-def ok(res: Run) -> str:
-    assert res.rc == 0, f"rc={res.rc}\nstdout={res.stdout}\nstderr={res.stderr}"
-    return res.stdout
-
-
-class Boxes:
-    def __init__(self, docker: Callable[..., Run], token: str) -> None:
-        self.docker = docker
-        self.case = f"stats-{token}"
-        self.made: list[str] = []
-
-    def name(self, hint: str) -> str:
-        name = f"skifftest-{hint}-{self.case}-{next(_names)}"
-        self.made.append(name)
-        return name
-
-    def run(self, hint: str, *args: str, cmd: tuple[str, ...] = ("sleep", "600")) -> str:
-        name = self.name(hint)
-        ok(
-            self.docker(
-                "run", "-d", "--name", name, "--label", f"{CASE_LABEL}={self.case}", *args, "busybox", *cmd
-            )
-        )
-        return name
-
-    def create(self, hint: str) -> str:
-        name = self.name(hint)
-        ok(self.docker("create", "--name", name, "--label", f"{CASE_LABEL}={self.case}", "busybox", "true"))
-        return name
-
-    def cleanup(self) -> None:
-        if self.made:
-            self.docker("rm", "-f", *self.made)
-
-
-@pytest.fixture(scope="module")
-def busybox(docker: Callable[..., Run], busybox_tar: Path) -> str:
-    ok(docker("load", "-i", busybox_tar))
-    return "busybox:latest"
-
-
 @pytest.fixture
-def boxes(docker: Callable[..., Run], session_token: str, busybox: str) -> Iterator[Boxes]:
-    made = Boxes(docker, session_token)
+def boxes(docker: Callable[..., Run], session_token: str, busybox: str) -> Iterator[CaseContainers]:
+    made = CaseContainers(docker, f"stats-{session_token}")
     yield made
     made.cleanup()
 
@@ -77,7 +34,7 @@ def stats_rows(text: str) -> dict[str, dict[str, str]]:
     return {row["Name"]: row for row in rows}
 
 
-def test_stats_no_stream(docker: Callable[..., Run], boxes: Boxes) -> None:
+def test_stats_no_stream(docker: Callable[..., Run], boxes: CaseContainers) -> None:
     busy = boxes.run("busy", "--network", "none", "-m", "64m", cmd=("sh", "-c", BUSY))
     idle = boxes.create("idle")
     time.sleep(1)
@@ -114,7 +71,7 @@ def test_stats_no_stream(docker: Callable[..., Run], boxes: Boxes) -> None:
 
 
 @pytest.mark.parametrize("one_box", [True, False])
-def test_stats_streaming(daemon: Daemon, boxes: Boxes, tmp_path: Path, one_box: bool) -> None:
+def test_stats_streaming(daemon: Daemon, boxes: CaseContainers, tmp_path: Path, one_box: bool) -> None:
     busy = boxes.run("stream", "--network", "none", cmd=("sh", "-c", BUSY))
     names = [busy] if one_box else [busy, boxes.create("stream-idle")]
     env = cli_env(daemon.host, tmp_path)
@@ -148,7 +105,7 @@ def test_stats_streaming(daemon: Daemon, boxes: Boxes, tmp_path: Path, one_box: 
     assert all(r["PIDs"] == "2" and r["NetIO"] == "0B / 0B" for r in seen)
 
 
-def test_top_with_ps_options(docker: Callable[..., Run], boxes: Boxes, daemon: Daemon) -> None:
+def test_top_with_ps_options(docker: Callable[..., Run], boxes: CaseContainers, daemon: Daemon) -> None:
     name = boxes.run("top", "--network", "none", cmd=("sleep", "4321"))
     pid = ok(docker("inspect", "-f", "{{.State.Pid}}", name)).strip()
     rows = ok(docker("top", name, "aux")).splitlines()

@@ -14,15 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Run
+from conftest import Run, ok
 
 _counter = itertools.count()
 TYPES = ["Images", "Containers", "Local Volumes", "Build Cache"]
-
-
-def ok(res: Run) -> str:
-    assert res.rc == 0, f"rc={res.rc}\nstdout={res.stdout}\nstderr={res.stderr}"
-    return res.stdout
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -13,12 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, Images, Run
-
-
-def ok(res: Run) -> str:
-    assert res.rc == 0, f"rc={res.rc}\nstdout={res.stdout}\nstderr={res.stderr}"
-    return res.stdout
+from conftest import Daemon, Images, Run, ok
 
 
 def sections(text: str) -> dict[str, list[str]]:

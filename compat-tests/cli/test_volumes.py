@@ -18,15 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Daemon, Run
+from conftest import Daemon, Run, ok
 
 _counter = itertools.count()
 _FORWARDING_WARNING = "WARNING: IPv4 forwarding is disabled. Networking will not work.\n"
-
-
-def ok(res: Run) -> str:
-    assert res.rc == 0, f"rc={res.rc}\nstdout={res.stdout}\nstderr={res.stderr}"
-    return res.stdout
 
 
 def err(res: Run) -> str:

@@ -467,22 +467,13 @@ class ContainerService:
                 # The log is complete and the exit recorded before attach streams end (hijack.md 5).
                 await live.close(after=record_exit)
                 self.live.pop(c.id, None)
-                try:
-                    with contextlib.suppress(errdefs.EngineError):
-                        await live.task.delete(True)
-                    await asyncio.to_thread(mounts.unmount, bundle / "rootfs")
-                    await _remove_bundle(bundle)
-                except (errdefs.EngineError, OSError) as err:
-                    log.warning("cleanup of %s failed: %s", c.short_id, err)
                 if status.oom_killed:
                     self.publish(c, "oom")
                 self.publish(
                     c, "die", {"exitCode": str(status.code), "execDuration": _exec_duration(started_at)}
                 )
-                if self.networking is not None:  # dockerd: network disconnect events follow "die"
-                    await self.networking.teardown(c)
-                    with contextlib.suppress(OSError):
-                        self.save(c)
+                # Independent of each other, so side by side; dockerd's disconnect events follow "die".
+                await asyncio.gather(self._release_task(c, live, bundle), self._release_network(c))
                 await self.mounts.teardown(c)  # dockerd's unmount events follow "die"
                 self._wake(c.id, "exit", WaitResult(status.code))
         finally:
@@ -494,6 +485,21 @@ class ContainerService:
             self._restart_timers[c.id] = self.spawn(self._restart_later(c, delay))
         elif c.host_config.get("AutoRemove") and not live.manual_restart:
             await self._auto_remove(c)
+
+    async def _release_task(self, c: Container, live: LiveContainer, bundle: Path) -> None:
+        try:
+            with contextlib.suppress(errdefs.EngineError):
+                await live.task.delete(True)
+            await asyncio.to_thread(mounts.unmount, bundle / "rootfs")
+            await _remove_bundle(bundle)
+        except (errdefs.EngineError, OSError) as err:
+            log.warning("cleanup of %s failed: %s", c.short_id, err)
+
+    async def _release_network(self, c: Container) -> None:
+        if self.networking is not None:
+            await self.networking.teardown(c)
+            with contextlib.suppress(OSError):
+                self.save(c)
 
     def _update_backoff(self, cid: str, started_at: str) -> None:
         started = parse_time(started_at)
@@ -602,12 +608,13 @@ class ContainerService:
         if live is None:  # waiting to restart: cancelling is enough
             self._cancel_restart(c)
             return
+        # Published before the signal goes: the monitor's "die" may otherwise overtake it.
+        self.publish(c, "kill", {"signal": str(sig)})
         with contextlib.suppress(errdefs.NotFound, errdefs.Conflict):
             await live.task.kill(sig)  # failing means it exited meanwhile: the monitor records that
         if c.state.paused and live.exit_on_next:
             with contextlib.suppress(errdefs.EngineError):
                 await live.task.resume()
-        self.publish(c, "kill", {"signal": str(sig)})
         if sig == _signal.SIGKILL:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(live.exited.wait(), KILL_WAIT)
@@ -633,9 +640,10 @@ class ContainerService:
             timeout = DEFAULT_STOP_TIMEOUT if stop_timeout is None else int(stop_timeout)
         self._mark_kill(c, live, sig)
         live.exit_on_next = True  # a stop always ends the run, whatever the signal
+        if not live.exited.is_set():  # the event before the signal, as in kill()
+            self.publish(c, "kill", {"signal": str(sig)})
         with contextlib.suppress(errdefs.NotFound, errdefs.Conflict):
             await live.task.kill(sig)
-            self.publish(c, "kill", {"signal": str(sig)})
         if c.state.paused:
             with contextlib.suppress(errdefs.EngineError):
                 await live.task.resume()
@@ -645,9 +653,9 @@ class ContainerService:
         try:
             await asyncio.wait_for(asyncio.shield(live.exited.wait()), timeout)
         except TimeoutError:
+            self.publish(c, "kill", {"signal": str(int(_signal.SIGKILL))})
             with contextlib.suppress(errdefs.NotFound, errdefs.Conflict):
                 await live.task.kill(int(_signal.SIGKILL), all=True)
-                self.publish(c, "kill", {"signal": str(int(_signal.SIGKILL))})
             await live.exited.wait()
 
     async def restart(self, ref: str, signal: str | None = None, timeout: int | None = None) -> None:
@@ -703,9 +711,9 @@ class ContainerService:
             if live is None:
                 self._cancel_restart(c)
             else:
+                self.publish(c, "kill", {"signal": str(int(_signal.SIGKILL))})
                 with contextlib.suppress(errdefs.EngineError):
                     await live.task.kill(int(_signal.SIGKILL), all=True)
-                    self.publish(c, "kill", {"signal": str(int(_signal.SIGKILL))})
                 if c.state.paused:
                     with contextlib.suppress(errdefs.EngineError):
                         await live.task.resume()

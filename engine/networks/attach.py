@@ -246,12 +246,14 @@ class ContainerNetworking:
         if sb.resolver is not None:
             with contextlib.suppress(Exception):
                 await sb.resolver.close()
-        for att in list(sb.attachments.values()):
-            await self._detach(c, att)
+        # The namespace first: the kernel then removes the veths with it, which costs less than
+        # deleting each one inside the sandbox (the bridge driver knows a sandbox may be gone).
         try:
             await asyncio.to_thread(self.sandboxes.delete, sb.path.name)
         except OSError as e:
             log.warning("cannot delete sandbox of %s: %s", c.id[:12], e)
+        for att in list(sb.attachments.values()):
+            await self._detach(c, att)
         c.network_settings["Ports"] = {}
 
     def address_of(self, c: Any) -> str | None:

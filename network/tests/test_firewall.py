@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from network.firewall import (
     jump_argv,
     jump_rules,
     outbound_reject_rule,
-    render_insertions,
+    render_delta,
     render_restore,
     teardown_argvs,
 )
@@ -121,7 +122,7 @@ def test_internal_network_gets_no_nat_and_no_way_out():
 
 def test_insertions_put_new_rules_where_the_full_rendering_has_them():
     before = ([DEFAULT, NET], [WEB])
-    text = render_insertions(CH, before, ([DEFAULT, NET], [WEB, DNS]))
+    text = render_delta(CH, before, ([DEFAULT, NET], [WEB, DNS]))
     assert text is not None
     assert text.splitlines() == [
         "*filter",
@@ -134,12 +135,51 @@ def test_insertions_put_new_rules_where_the_full_rendering_has_them():
         "COMMIT",
     ]
     # A new bridge's isolation rules go ahead of each stage's RETURN, its NAT ahead of the hairpins.
-    text = render_insertions(CH, before, ([DEFAULT, NET, INTERNAL], [WEB]))
+    text = render_delta(CH, before, ([DEFAULT, NET, INTERNAL], [WEB]))
     assert text is not None and "*nat" not in text
     assert "-I SKIFF-ISOLATION-STAGE-1 3 ! -s 172.19.0.0/16 -o br-internal0 -j DROP" in text.splitlines()
-    assert render_insertions(CH, before, before) == ""
-    assert render_insertions(CH, before, ([DEFAULT, NET], [])) is None  # a removal: rewrite
-    assert render_insertions(CH, before, ([NET], [])) is None
+    assert render_delta(CH, before, before) == ""
+    assert render_delta(CH, ([DEFAULT, NET], [WEB]), ([NET, DEFAULT], [WEB])) is None  # reordered
+
+
+def _chains_after(full: str, delta: str) -> dict[tuple[str, str], list[str]]:
+    """The chains of a full rendering with a delta applied as iptables-restore would."""
+    chains: dict[tuple[str, str], list[str]] = {}
+    table = ""
+    for text in (full, delta):
+        for line in text.splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+            elif line.startswith("-A "):
+                _, chain, rule = line.split(" ", 2)
+                chains.setdefault((table, chain), []).append(rule)
+            elif line.startswith("-I "):
+                _, chain, pos, rule = line.split(" ", 3)
+                chains.setdefault((table, chain), []).insert(int(pos) - 1, rule)
+            elif line.startswith("-D "):
+                _, chain, rule = line.split(" ", 2)
+                chains[(table, chain)].remove(rule)  # the first match, as iptables does
+    return {k: v for k, v in chains.items() if v}
+
+
+def _chains(full: str) -> dict[tuple[str, str], list[str]]:
+    return _chains_after(full, "")
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (([DEFAULT, NET], [WEB, DNS]), ([DEFAULT, NET], [WEB])),  # a port unpublished
+        (([DEFAULT, NET], [WEB, DNS]), ([DEFAULT, NET], [])),
+        (([DEFAULT, NET, INTERNAL], [WEB]), ([DEFAULT, NET], [WEB])),  # a network removed
+        (([DEFAULT, NET], [WEB]), ([DEFAULT], [])),  # ... with its ports
+        (([DEFAULT], []), ([DEFAULT, NET], [WEB])),  # insertions, checked the same way
+    ],
+)
+def test_delta_gives_what_the_full_rendering_gives(before: Any, after: Any) -> None:
+    delta = render_delta(CH, before, after)
+    assert delta
+    assert _chains_after(render_restore(CH, *before), delta) == _chains(render_restore(CH, *after))
 
 
 def test_jump_rules_and_argv():
@@ -268,13 +308,17 @@ async def test_first_network_sets_up_close_tears_down():
     assert "--to-destination 172.17.0.2:80" in rec.stdin[-1]
     await fw.remove_network("skiff0")  # takes its forwards with it
     assert fw.forwards == []
-    assert "skiff0" not in rec.stdin[-1]
+    # deleted rule by rule: what it ran leaves no rule of skiff0
+    ran = [ln for ln in rec.stdin[-1].splitlines() if "skiff0" in ln]
+    assert ran and all(ln.startswith("-D ") for ln in ran)
+    assert "skiff0" not in fw.render()
 
     # The last network empties the chains; they and the jumps stay until close, as dockerd's do.
     rec.calls.clear()
     await fw.remove_network("br-0123456789ab")
     assert rec.calls == [["iptables-restore", "-w", "--noflush"]]
-    assert rule_lines(rec.stdin[-1]) == [
+    assert rule_lines(rec.stdin[-1]) == []  # its rules deleted one by one, nothing rewritten
+    assert rule_lines(fw.render()) == [
         "-A SKIFF-FORWARD -j SKIFF-ISOLATION-STAGE-1",
         "-A SKIFF-ISOLATION-STAGE-1 -j RETURN",
         "-A SKIFF-ISOLATION-STAGE-2 -j RETURN",
@@ -334,7 +378,9 @@ async def test_remove_forwards_only_touches_known_ones():
     assert len(rec.calls) == count  # nothing to change, nothing run
     await fw.remove_forwards([DNS])
     assert fw.forwards == []
-    assert "DNAT" not in rec.stdin[-1]
+    ran = [ln for ln in rec.stdin[-1].splitlines() if ln.startswith(("-", ":"))]
+    assert ran and all(ln.startswith("-D ") for ln in ran)
+    assert "DNAT" not in fw.render()
 
 
 async def test_disabled_firewall_keeps_books_and_runs_nothing():
@@ -365,7 +411,9 @@ async def test_outbound_reject_comes_first_for_every_bridge():
         "-A SKIFF-FORWARD -j SKIFF-ISOLATION-STAGE-1",
     ]
     await fw.remove_network(INTERNAL.bridge)
-    assert "br-internal0 -o eth0" not in rec.stdin[-1]  # the bridge's reject goes with its rules
+    # the bridge's reject goes with its rules
+    assert f"-D SKIFF-FORWARD -i br-internal0 -o eth0 {comment}" in rec.stdin[-1].splitlines()
+    assert "br-internal0" not in fw.render()
     with pytest.raises(ValueError):
         Firewall(rec, outbound_reject="eth 0")
 

@@ -51,6 +51,14 @@ def make_rootfs(rootfs: Path) -> None:
     (rootfs / "notexec").write_text("not a program\n")
 
 
+def write_tree(base: Path, files: dict[str, str]) -> None:
+    """A fake cgroup or /proc tree: relative path -> content, parents made as needed."""
+    for name, text in files.items():
+        path = base / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
 def minimal_spec(
     args: list[str],
     *,

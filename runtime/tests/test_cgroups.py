@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from runtime import cgroups
+from runtime.tests.conftest import write_tree
 
 HYBRID = """\
 24 31 0:22 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
@@ -75,119 +76,50 @@ def test_parsers() -> None:
     }
     assert cgroups.parse_limit("max\n") is None
     assert cgroups.parse_limit("1024\n") == 1024
-    assert cgroups.parse_blkio_v1("8:0 Read 4096\n8:0 Write 8192\n8:0 Total 12288\nTotal 12288\n") == [
-        {"major": 8, "minor": 0, "op": "Read", "value": 4096},
-        {"major": 8, "minor": 0, "op": "Write", "value": 8192},
-        {"major": 8, "minor": 0, "op": "Total", "value": 12288},
-    ]
-    assert cgroups.parse_io_stat_v2("259:0 rbytes=10 wbytes=20 rios=1 wios=2 dbytes=0 dios=0\n") == [
-        {"major": 259, "minor": 0, "op": "read", "value": 10},
-        {"major": 259, "minor": 0, "op": "write", "value": 20},
-    ]
 
 
-def _write(base: Path, files: dict[str, str]) -> None:
-    for name, text in files.items():
-        path = base / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-
-
-def test_v1_stats_oom_and_freezer_from_a_fake_tree(tmp_path: Path) -> None:
+def test_v1_oom_and_freezer_from_a_fake_tree(tmp_path: Path) -> None:
     layout = cgroups.CgroupLayout(
-        v1={c: tmp_path / c for c in ("cpu", "cpuacct", "memory", "blkio", "pids", "freezer")},
-        unified=tmp_path / "unified",
+        v1={c: tmp_path / c for c in ("memory", "freezer")}, unified=tmp_path / "unified"
     )
     c = "skiff/c1"
-    _write(
+    write_tree(
         tmp_path,
         {
-            f"cpuacct/{c}/cpuacct.usage": "5000\n",
-            f"cpuacct/{c}/cpuacct.usage_percpu": "3000 2000 \n",
-            f"cpuacct/{c}/cpuacct.stat": "user 3\nsystem 1\n",
-            f"cpu/{c}/cpu.stat": "nr_periods 4\nnr_throttled 1\nthrottled_time 77\n",
-            f"memory/{c}/memory.usage_in_bytes": "1000\n",
-            f"memory/{c}/memory.max_usage_in_bytes": "2000\n",
-            f"memory/{c}/memory.limit_in_bytes": "33554432\n",
-            f"memory/{c}/memory.failcnt": "5\n",
-            f"memory/{c}/memory.stat": "cache 10\nrss 20\n",
             f"memory/{c}/memory.oom_control": "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
-            f"blkio/{c}/blkio.throttle.io_service_bytes_recursive": "8:0 Read 1\n8:0 Write 2\nTotal 3\n",
-            f"blkio/{c}/blkio.throttle.io_serviced_recursive": "8:0 Read 1\nTotal 1\n",
-            f"pids/{c}/pids.current": "3\n",
-            f"pids/{c}/pids.max": "max\n",
             f"freezer/{c}/freezer.state": "FROZEN\n",
         },
     )
-    stats = cgroups.read_stats(layout, "/" + c)
-    import os
-
-    tick = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
-    assert stats["cgroup_version"] == 1
-    assert stats["cpu_stats"] == {
-        "cpu_usage": {
-            "total_usage": 5000,
-            "percpu_usage": [3000, 2000],
-            "usage_in_kernelmode": 1 * tick,
-            "usage_in_usermode": 3 * tick,
-        },
-        "throttling_data": {"periods": 4, "throttled_periods": 1, "throttled_time": 77},
-    }
-    assert stats["memory_stats"] == {
-        "usage": 1000,
-        "max_usage": 2000,
-        "failcnt": 5,
-        "limit": 33554432,
-        "stats": {"cache": 10, "rss": 20},
-    }
-    assert stats["blkio_stats"]["io_service_bytes_recursive"][1] == {
-        "major": 8,
-        "minor": 0,
-        "op": "Write",
-        "value": 2,
-    }
-    assert stats["pids_stats"] == {"current": 3, "limit": 0}
     assert cgroups.oom_kill_count(layout, "/" + c) == 1
     assert cgroups.freezer_state(layout, "/" + c) == "FROZEN"
     # A removed cgroup: nothing to report, no exception.
-    assert cgroups.read_stats(layout, "/skiff/gone") == {"cgroup_version": 1}
     assert cgroups.oom_kill_count(layout, "/skiff/gone") is None
+    assert cgroups.freezer_state(layout, "/skiff/gone") is None
 
 
-def test_v2_stats_oom_and_freezer_from_a_fake_tree(tmp_path: Path) -> None:
+def test_v2_oom_and_freezer_from_a_fake_tree(tmp_path: Path) -> None:
     layout = cgroups.CgroupLayout(unified=tmp_path)
     c = "skiff/c2"
-    _write(
+    write_tree(
         tmp_path,
         {
-            f"{c}/cpu.stat": "usage_usec 7\nuser_usec 5\nsystem_usec 2\nnr_periods 0\nthrottled_usec 0\n",
-            f"{c}/memory.current": "4096\n",
-            f"{c}/memory.max": "max\n",
             f"{c}/memory.events": "low 0\nhigh 0\nmax 3\noom 2\noom_kill 1\n",
-            f"{c}/memory.stat": "anon 100\nfile 200\n",
-            f"{c}/io.stat": "8:0 rbytes=5 wbytes=6 rios=1 wios=1\n",
-            f"{c}/pids.current": "2\n",
-            f"{c}/pids.max": "100\n",
             f"{c}/cgroup.events": "populated 1\nfrozen 1\n",
         },
     )
-    stats = cgroups.read_stats(layout, "/" + c)
-    assert stats["cgroup_version"] == 2
-    assert stats["cpu_stats"]["cpu_usage"] == {
-        "total_usage": 7000,
-        "usage_in_kernelmode": 2000,
-        "usage_in_usermode": 5000,
-    }
-    assert stats["memory_stats"] == {
-        "usage": 4096,
-        "limit": 2**64 - 1,
-        "failcnt": 2,
-        "stats": {"anon": 100, "file": 200},
-    }
-    assert [e["op"] for e in stats["blkio_stats"]["io_service_bytes_recursive"]] == ["read", "write"]
-    assert stats["pids_stats"] == {"current": 2, "limit": 100}
     assert cgroups.oom_kill_count(layout, "/" + c) == 1
     assert cgroups.freezer_state(layout, "/" + c) == "FROZEN"
+    (tmp_path / c / "cgroup.events").write_text("populated 1\nfrozen 0\n")
+    assert cgroups.freezer_state(layout, "/" + c) == "THAWED"
+
+
+def test_file_readers_treat_gone_and_garbage_as_none(tmp_path: Path) -> None:
+    write_tree(tmp_path, {"n": "42\n", "bad": "max\n"})
+    assert cgroups.read_text(tmp_path / "n") == "42\n"
+    assert cgroups.read_int(tmp_path / "n") == 42
+    assert cgroups.read_int(tmp_path / "bad") is None
+    assert cgroups.read_text(tmp_path / "gone") is None
+    assert cgroups.read_int(tmp_path / "gone") is None
 
 
 def test_remove_skips_busy_and_missing(tmp_path: Path) -> None:

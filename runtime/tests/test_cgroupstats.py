@@ -9,6 +9,7 @@ import pytest
 
 from runtime import cgroupstats
 from runtime.cgroups import CgroupLayout
+from runtime.tests.conftest import write_tree
 
 TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 # A v1 memory.stat as this kernel writes it: more keys than dockerd reports (shmem, swap, ...).
@@ -46,19 +47,12 @@ NET_DEV = """Inter-|   Receive                                                | 
 """
 
 
-def _write(base: Path, files: dict[str, str]) -> None:
-    for name, text in files.items():
-        path = base / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-
-
 def _v1_layout(base: Path) -> CgroupLayout:
     return CgroupLayout(v1={c: base / c for c in ("cpu", "cpuacct", "memory", "blkio", "pids")})
 
 
 def _v1_tree(base: Path, c: str, blkio: dict[str, str]) -> None:
-    _write(
+    write_tree(
         base,
         {
             f"cpuacct/{c}/cpuacct.usage": "65343202\n",
@@ -150,7 +144,7 @@ def test_v1_gone_and_limits(tmp_path: Path) -> None:
     assert cgroupstats.read_cgroup(layout, "/skiff/gone") is None
     c = "skiff/c3"
     _v1_tree(tmp_path, c, {})
-    _write(
+    write_tree(
         tmp_path,
         {
             f"pids/{c}/pids.max": "64\n",
@@ -169,7 +163,7 @@ def test_v1_gone_and_limits(tmp_path: Path) -> None:
 def test_v2_tree(tmp_path: Path) -> None:
     layout = CgroupLayout(unified=tmp_path)
     c = "skiff/c4"
-    _write(
+    write_tree(
         tmp_path,
         {
             f"{c}/cpu.stat": (
@@ -213,7 +207,7 @@ def test_v2_tree(tmp_path: Path) -> None:
 def test_v2_without_io_and_with_a_memory_limit(tmp_path: Path) -> None:
     layout = CgroupLayout(unified=tmp_path)
     c = "skiff/c5"
-    _write(tmp_path, {f"{c}/memory.current": "10\n", f"{c}/memory.max": "1048576\n", f"{c}/io.stat": ""})
+    write_tree(tmp_path, {f"{c}/memory.current": "10\n", f"{c}/memory.max": "1048576\n", f"{c}/io.stat": ""})
     stats = cgroupstats.read_cgroup(layout, "/" + c)
     assert stats is not None
     assert stats["blkio_stats"]["io_service_bytes_recursive"] is None
@@ -246,7 +240,9 @@ def test_parse_proc_stat() -> None:
 
 
 def test_system_cpu_and_networks_from_a_proc_tree(tmp_path: Path) -> None:
-    _write(tmp_path, {"stat": "cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n", "42/net/dev": NET_DEV})
+    write_tree(
+        tmp_path, {"stat": "cpu  1 2 3 4 5 6 7 8 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n", "42/net/dev": NET_DEV}
+    )
     usage, cpus = cgroupstats.read_system_cpu(tmp_path)
     assert usage == 28 * 1_000_000_000 // os.sysconf("SC_CLK_TCK") and cpus == 1
     networks = cgroupstats.read_networks(42, tmp_path)
