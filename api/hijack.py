@@ -24,6 +24,15 @@ This is the ONLY module that touches uvicorn internals (uvicorn is pinned in pyp
   walks), ``cycle``, ``headers``, ``conn`` (h11's documented ``Connection.trailing_data``),
   ``_unset_keepalive_if_required()``, ``_unsupported_upgrade_warning()``, ``eof_received()``.
 
+It also reads large chunked request bodies (``docker cp`` into a container, ``docker load``,
+``docker build``) with ``api/chunked.py`` instead of h11, one body append per read rather than
+one h11 event per chunk; h11 still parses the head, the last chunk, the trailers and anything
+doubtful, so its state, keep-alive, pipelining and 400s stay as they were. That relies on:
+``H11Protocol.handle_events()``, ``cycle.body`` / ``more_body`` (a ``bytes`` body is fine: uvicorn
+only measures, extends and converts it), ``flow.pause_reading()`` with
+``uvicorn.protocols.http.flow_control.HIGH_WATER_LIMIT``, and h11's documented
+``Connection.receive_data()``, ``our_state``, ``their_state``, ``trailing_data``.
+
 Not handled here: what the bytes mean (``api/stdcopy.py`` frames them), detach keys, TTY resize
 and exit codes (the engine's session objects).
 """
@@ -34,6 +43,7 @@ import asyncio
 import errno
 import fcntl
 import logging
+import re
 import select
 import struct
 import termios
@@ -41,12 +51,15 @@ import time
 from collections.abc import Awaitable, Callable, MutableSet, Sequence
 from typing import Any, Protocol, cast
 
+import h11
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.config import Config
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
+from api.chunked import ChunkedBody
 from api.headers import SERVER_HEADERS
 
 __all__ = [
@@ -80,6 +93,12 @@ CLOSE_TIMEOUT = 5.0
 READ_HIGH_WATER = 256 * 1024
 READ_LOW_WATER = 64 * 1024
 
+# h11's end-of-head search (h11/_receivebuffer.py: blank_line_regex), which it skips for a read
+# that starts with an empty line (and so does the chunked fast path).
+_BLANK_LINE = re.compile(b"\n\r?\n", re.MULTILINE)
+_NOT_A_HEAD = (b"", b"\r", b"\n")
+# A longer head is left to h11 with its body.
+MAX_HEAD = 64 * 1024
 _HANGUP_EVENTS = select.POLLHUP | select.POLLERR | select.POLLNVAL
 _INT = struct.Struct("i")
 
@@ -360,6 +379,84 @@ class DockerH11Protocol(H11Protocol):
 
         self.app = cast(Any, publishing_app)
         self._eof_pending = False
+        self._chunked: ChunkedBody | None = None
+
+    def data_received(self, data: bytes) -> None:
+        chunked = self._chunked
+        if chunked is not None:
+            self._unset_keepalive_if_required()
+            self._feed_chunked(chunked, data)
+            return
+        head_end = self._chunked_head_end(data)
+        if head_end:
+            self._start_chunked(data, head_end)
+            return
+        super().data_received(data)
+
+    # -- chunked request bodies (api/chunked.py) ----------------------------------------------
+    def _chunked_head_end(self, data: bytes) -> int:
+        """Where the head ends if ``data`` starts a chunked request the fast reader may take, else 0.
+
+        Only a whole head that starts a read on an idle connection with nothing buffered
+        qualifies: then h11 would split the head off right there too (its blank-line search).
+        Upgrade (attach, exec start: the hijack reads h11's buffer) and Expect requests stay
+        with h11 entirely.
+        """
+        conn = self.conn
+        # States first: the search below must not run over every read of a large body.
+        if conn.their_state is not h11.IDLE or conn.our_state is not h11.IDLE or data[:1] in _NOT_A_HEAD:
+            return 0
+        found = _BLANK_LINE.search(data, 0, MAX_HEAD)
+        if found is None:
+            return 0
+        head = data[: found.end()].lower()
+        if b"transfer-encoding" not in head or b"upgrade" in head or b"expect" in head:
+            return 0
+        if conn.trailing_data[0]:
+            return 0
+        return found.end()
+
+    def _start_chunked(self, data: bytes, head_end: int) -> None:
+        self._unset_keepalive_if_required()
+        conn = self.conn
+        conn.receive_data(data[:head_end])
+        self.handle_events()
+        if conn.their_state is h11.ERROR:
+            return  # h11 refused the head (400 sent) and would not have read any further
+        if conn.their_state is h11.SEND_BODY and any(
+            name == b"transfer-encoding" for name, _ in self.headers
+        ):
+            # h11 accepted the head, so the body is chunked (it refuses any other coding).
+            self._chunked = ChunkedBody()
+            self._feed_chunked(self._chunked, data[head_end:])
+            return
+        conn.receive_data(data[head_end:])
+        self.handle_events()
+
+    def _feed_chunked(self, chunked: ChunkedBody, data: bytes) -> None:
+        """What uvicorn does for h11's ``Data`` events, once per read instead of once per chunk."""
+        parts: list[bytes | memoryview] = []
+        handover = chunked.feed(data, parts)
+        # Once the response is complete uvicorn drops the rest of the body as well.
+        if parts and self.conn.our_state is not h11.DONE:
+            cycle = self.cycle
+            joined = b"".join(parts)  # a read that is all data: ``data`` itself, no copy
+            body: bytes | bytearray = cycle.body
+            if body:
+                body += joined
+            else:
+                body = joined
+            # A bytes body saves a copy: receive() hands out bytes(cycle.body), which for bytes is
+            # the object itself, and uvicorn only ever measures, extends and converts the buffer.
+            cycle.body = cast(bytearray, body)
+            if len(body) > HIGH_WATER_LIMIT:
+                self.flow.pause_reading()
+            cycle.message_event.set()
+        if handover is not None:
+            # The last chunk, or framing left to h11 (refused with a 400, or read by h11 itself).
+            self._chunked = None
+            self.conn.receive_data(handover)
+            self.handle_events()
 
     async def _call_app(self, inner: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
         cycle = getattr(send, "__self__", None)
@@ -407,6 +504,11 @@ class DockerH11Protocol(H11Protocol):
         if cycle is not self.cycle or cycle.response_started or cycle.disconnected or transport.is_closing():
             raise HijackError("the connection can no longer be hijacked")
         leftover, closed = self.conn.trailing_data
+        if self._chunked is not None:
+            # A legacy (no Upgrade) attach with a chunked body, hijacked before its end: like
+            # h11's buffer, hand over the framing bytes not yet understood.
+            leftover = self._chunked.pending + leftover
+            self._chunked = None
 
         # From here on uvicorn's send() is a no-op, run_asgi neither sends a 500 nor complains
         # about a missing response, no keep-alive timer starts and no next request is parsed.

@@ -14,6 +14,10 @@ The results are printed as a table and written to bench/results/cp-<UTC stamp>.j
     bench/cp.py                                   # throw-away skiffd
     bench/cp.py --reference unix:///run/ref-docker/docker.sock --runs 7
     bench/cp.py --host unix:///run/skiff/skiff.sock
+    bench/cp.py --reference unix:///run/ref-docker/docker.sock --also unix:///tmp/old/skiff.sock
+
+--also (repeatable) adds more daemons to the same alternating rounds, e.g. a build of the previous
+version for a before/after comparison under identical load; they get a column each.
 """
 
 from __future__ import annotations
@@ -161,14 +165,24 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "-"
 
 
-def table(target: Target, reference: Target | None) -> str:
+def table(target: Target, reference: Target | None, also: list[Target] | None = None) -> str:
     t, r = target.medians(), reference.medians() if reference else {}
     ref_name = reference.server if reference else "-"
-    lines = [f"{'docker cp (median s)':<28} {target.server or 'skiff':>12} {ref_name:>14} {'skiff/ref':>10}"]
+    extra = also or []
+    lines = [
+        f"{'docker cp (median s)':<28} {target.server or 'skiff':>12} {ref_name:>14} {'skiff/ref':>10}"
+        + "".join(f" {'also ' + str(i + 1):>12}" for i in range(len(extra)))
+    ]
     for key, label in (("into_median_s", "into container"), ("out_median_s", "out of container")):
         a, b = t.get(key), r.get(key)
         shown = [v if v is not None else "-" for v in (a, b)]
-        lines.append(f"{label:<28} {shown[0]:>12} {shown[1]:>14} {ratio(a, b):>10}")
+        others = [o.medians().get(key) for o in extra]
+        lines.append(
+            f"{label:<28} {shown[0]:>12} {shown[1]:>14} {ratio(a, b):>10}"
+            + "".join(f" {v if v is not None else '-':>12}" for v in others)
+        )
+    for i, o in enumerate(extra):
+        lines.append(f"also {i + 1}: {o.host} ({o.server})")
     return "\n".join(lines)
 
 
@@ -179,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", help="daemon to measure (default: a throw-away skiffd)")
     parser.add_argument(
         "--reference", help="second daemon measured in the same run, e.g. the reference dockerd"
+    )
+    parser.add_argument(
+        "--also", action="append", default=[], help="more daemons in the same rounds (repeatable)"
     )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--files", type=int, default=1000)
@@ -193,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         make_tree(src, args.mib * 1024 * 1024, args.files)
         expected = tree_bytes(src)
         targets = [Target(host)] + ([Target(args.reference)] if args.reference else [])
+        targets += [Target(extra) for extra in args.also]
         try:
             for target in targets:
                 prepare(target, token)
@@ -204,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                 if target.container:
                     docker(target.host, "rm", "-f", target.container)
 
-    target, reference = targets[0], targets[1] if len(targets) > 1 else None
-    print(table(target, reference))
+    target, reference = targets[0], targets[1] if args.reference else None
+    also = targets[2:] if args.reference else targets[1:]
+    print(table(target, reference, also))
     for t in targets:
         for e in t.errors:
             print(f"error ({t.server or t.host}): {e}", file=sys.stderr)
@@ -228,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "target": {**asdict(target), **target.medians()},
         "reference": {**asdict(reference), **reference.medians()} if reference else None,
+        "also": [{**asdict(o), **o.medians()} for o in also],
     }
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"results: {out}")
