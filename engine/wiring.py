@@ -9,9 +9,11 @@ the rest once the server has stopped.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from ipaddress import IPv4Network
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from engine.config import DaemonConfig
 from engine.events import EventBus
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from engine.volumes.service import VolumeService
     from network.driver import NetworkDriver
 
+log = logging.getLogger("skiff.daemon")
+
 
 @dataclass(frozen=True)
 class Services:
@@ -32,11 +36,10 @@ class Services:
     events: EventBus
     system: SystemService
     images: ImageService
-    # Defaulted only so that API tests with fake services need not build one.
-    containers: ContainerService = cast("ContainerService", None)  # noqa: RUF009
-    execs: ExecService = cast("ExecService", None)  # noqa: RUF009
-    volumes: VolumeService = cast("VolumeService", None)  # noqa: RUF009
-    networks: NetworkService = cast("NetworkService", None)  # noqa: RUF009
+    containers: ContainerService
+    execs: ExecService
+    volumes: VolumeService
+    networks: NetworkService
 
 
 def prepare_roots(config: DaemonConfig) -> None:
@@ -162,13 +165,11 @@ def build(config: DaemonConfig) -> Services:
 async def start(services: Services) -> None:
     """Work that needs the running loop before the API serves: container state reconciliation."""
     from engine.containers.restore import restore
+    from network.reconcile import daemon_marks, reconcile
 
-    if services.networks is not None:
-        from network.reconcile import daemon_marks, reconcile
-
-        await reconcile(daemon_marks(services.config.bridge, services.config.data_root))
-        await services.networks.start()
-    if services.containers is not None and services.containers.networking is not None:
+    await reconcile(daemon_marks(services.config.bridge, services.config.data_root))
+    await services.networks.start()
+    if services.containers.networking is not None:
         await services.containers.networking.start()
     await restore(services.containers)
 
@@ -179,19 +180,28 @@ def begin_shutdown(services: Services) -> None:
     Containers start stopping now, while uvicorn drains connections, so that pending ``/wait``
     calls answer with the real exit codes as they do under dockerd.
     """
-    if services.containers is not None:
-        services.containers.begin_shutdown()
+    services.containers.begin_shutdown()
     services.events.close()
-    if services.images is not None:
-        services.images.begin_shutdown()
+    services.images.begin_shutdown()
 
 
 async def shutdown(services: Services) -> None:
+    """Every step runs even when an earlier one failed (a container that would not stop must not
+    leave bridges and firewall rules behind); the first failure is raised at the end."""
+    errors: list[Exception] = []
+
+    async def step(name: str, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception as exc:
+            log.error("shutdown of %s failed: %s", name, exc)
+            errors.append(exc)
+
     # Containers first: their stop publishes die/stop events while the bus still exists.
-    if services.containers is not None:
-        await services.containers.shutdown()
+    await step("containers", services.containers.shutdown())
     begin_shutdown(services)
-    await services.images.aclose()
+    await step("images", services.images.aclose())
     # After the containers: closing the drivers removes every bridge, veth and rule skiff made.
-    if services.networks is not None:
-        await services.networks.shutdown()
+    await step("networks", services.networks.shutdown())
+    if errors:
+        raise errors[0]

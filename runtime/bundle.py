@@ -9,13 +9,13 @@ Exec processes get their process.json and pid file here too, named by exec id.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine import errdefs
+from storage import mount as mounts
 from storage.jsonfile import atomic_write_bytes
 
 
@@ -42,14 +42,21 @@ class Bundle:
         return self.path / f"exec-{exec_id}.pid"
 
     @classmethod
-    def create(cls, root: Path, container_id: str, spec: dict[str, Any]) -> Bundle:
-        """Make bundles/<id>/ with an empty rootfs/ and write config.json atomically."""
+    def prepare(cls, root: Path, container_id: str) -> Bundle:
+        """Make bundles/<id>/ with an empty rootfs/; config.json follows with `write_config`
+        once the rootfs is mounted (the spec is built from what the mounted image holds)."""
         if not container_id or "/" in container_id or container_id in (".", ".."):
             raise errdefs.InvalidParameter(f"invalid container id: {container_id!r}")
         bundle = cls(root / container_id)
         # 0711: runc and a user-namespaced container init must traverse it, nobody list it.
         bundle.path.mkdir(mode=0o711, parents=True, exist_ok=True)
         bundle.rootfs.mkdir(mode=0o755, exist_ok=True)
+        return bundle
+
+    @classmethod
+    def create(cls, root: Path, container_id: str, spec: dict[str, Any]) -> Bundle:
+        """Make bundles/<id>/ with an empty rootfs/ and write config.json atomically."""
+        bundle = cls.prepare(root, container_id)
         bundle.write_config(spec)
         return bundle
 
@@ -72,14 +79,17 @@ class Bundle:
         with open(pid_file) as f:
             return int(f.read().strip())
 
-    def remove(self) -> None:
-        """Delete the bundle; refuses while something is still mounted on rootfs/.
+    def remove(self) -> bool:
+        """Delete the bundle unless something is still mounted on rootfs/; True once it is gone.
 
         rmtree through a live overlay mount would delete the container's files (and, via
-        bind mounts, the host's), so the engine must unmount first.
+        bind mounts, the host's), so a mounted bundle is left alone: the engine unmounts first.
+        Nothing is raised because this runs in clean-up paths (a failed start's undo, a task's
+        exit, daemon start) that must go on; the result says whether a directory was left.
         """
         if not self.path.exists():
-            return
-        if os.path.ismount(self.rootfs):
-            raise errdefs.Conflict(f"rootfs of bundle {self.path} is still mounted")
-        shutil.rmtree(self.path)
+            return True
+        if mounts.is_mounted(self.rootfs):
+            return False
+        shutil.rmtree(self.path, ignore_errors=True)
+        return not self.path.exists()

@@ -15,13 +15,13 @@ process's host PID and exits, so the process is re-parented to the daemon (the c
 and reaped there like a container init. The reply is ``{"pid": N}`` or ``{"error": text}``.
 
 The exec process then does what runc's ``setns_init`` / ``finalizeNamespace`` do, in runc's
-order: new session, stdio, rlimits, supplementary groups, bounding set, keep-caps,
-gid/uid, working directory, capabilities (effective/permitted/inheritable/ambient),
-no_new_privs, PATH lookup as Go's ``exec.LookPath``, ``execve``. Like ``runc exec``, it leaves
-``oomScoreAdj`` alone: the process inherits the daemon's score. A failure before ``execve`` is
-written to the error pipe in runc's words (``exec: "nope": executable file not found in
-$PATH``) and the process exits 127; the pipe is close-on-exec, so EOF without data means the
-program runs.
+order: new session, stdio, the NOFILE soft limit raised to the hard one (Go's start-up in runc),
+rlimits, supplementary groups, bounding set, keep-caps, gid/uid, working directory,
+capabilities (effective/permitted/inheritable/ambient), no_new_privs, PATH lookup as Go's
+``exec.LookPath``, ``execve``. Like ``runc exec``, it leaves ``oomScoreAdj`` alone: the
+process inherits the daemon's score. A failure before ``execve`` is written to the error pipe in
+runc's words (``exec: "nope": executable file not found in $PATH``) and the process exits 127;
+the pipe is close-on-exec, so EOF without data means the program runs.
 
 Forking here is safe because this process never starts a thread; the daemon itself is threaded
 and must not fork Python code.
@@ -29,6 +29,7 @@ and must not fork Python code.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
@@ -184,6 +185,20 @@ def apply_capabilities(libc: ctypes.CDLL, caps: dict[str, list[str]]) -> None:
         _check(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_NUMBERS[name], 0, 0), "ambient")
 
 
+def raise_nofile_soft_limit() -> None:
+    """What Go's start-up does in ``runc exec`` (Go >= 1.19): RLIMIT_NOFILE soft limit = hard limit.
+
+    runc init inherits the raised limit from the runc process, so a process whose spec sets no
+    RLIMIT_NOFILE runs with the daemon's hard limit as its soft one, as under dockerd (Go too),
+    not with this helper's inherited soft limit. Errors are ignored, as Go does (a hard limit
+    above fs.nr_open cannot be set again).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def become_process(process: dict[str, Any], fds: list[int]) -> NoReturn:
     """In the exec process (inside the container's namespaces): set it up as runc does, then exec."""
     stdin, stdout, stderr, errpipe = fds
@@ -192,6 +207,7 @@ def become_process(process: dict[str, Any], fds: list[int]) -> NoReturn:
         os.setsid()
         for target, fd in enumerate((stdin, stdout, stderr)):
             os.dup2(fd, target)  # the copies are inheritable; the originals are close-on-exec
+        raise_nofile_soft_limit()
         for rlimit in process.get("rlimits") or []:
             kind = getattr(resource, str(rlimit["type"]))
             resource.setrlimit(kind, (int(rlimit["soft"]), int(rlimit["hard"])))

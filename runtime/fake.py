@@ -278,6 +278,15 @@ class FakeRuntime:
     async def list_ids(self) -> list[str]:
         return sorted(self.tasks)
 
+    async def state(self, id: str) -> dict[str, Any]:
+        self._record("state", id)
+        task = self.tasks.get(id)
+        if task is None:
+            raise errdefs.NotFound(f"container does not exist: {id}")
+        # The exit is seen at once, not when the done-callback that sets ``status`` gets its turn.
+        status = "stopped" if task.exit_status is not None else task.status
+        return {"id": id, "status": status, "pid": task.pid}
+
     async def close(self) -> None:
         for task in list(self.tasks.values()):
             for run in (*(p._run for p in task.execs.values()), task._run):

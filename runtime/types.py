@@ -203,6 +203,11 @@ class Runtime(Protocol):
 
     async def list_ids(self) -> list[str]: ...
 
+    async def state(self, id: str) -> dict[str, Any]:
+        """runc's state JSON: ``status`` ("created" / "running" / "paused" / "stopped"), ``pid``,
+        ``bundle``; NotFound when the runtime does not know ``id``."""
+        ...
+
     async def close(self) -> None:
         """Stop background work (the reaper's sweep); containers are not touched."""
         ...

@@ -31,8 +31,7 @@ async def get_admin(request: Request, services: Services = Depends(get_services)
     # async: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per request.
     admin: ContainerAdmin | None = getattr(request.app.state, "containers_admin", None)
     if admin is None or admin.containers is not services.containers:
-        execs = services.execs
-        admin = ContainerAdmin(services.containers, exec_ids=execs.exec_ids if execs is not None else None)
+        admin = ContainerAdmin(services.containers, exec_ids=services.execs.exec_ids)
         request.app.state.containers_admin = admin
     return admin
 

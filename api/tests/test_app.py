@@ -15,6 +15,7 @@ from fastapi import APIRouter, FastAPI, Request
 from pydantic import BaseModel
 
 from api.app import create_app
+from api.tests.fakes import unused
 from api.versions import api_version
 from engine import errdefs
 from engine.config import DaemonConfig
@@ -103,7 +104,16 @@ def services(tmp_path, bus) -> Services:
         events=bus,
         container_counts=lambda: ContainerCounts(running=1, paused=2, stopped=4),
     )
-    return Services(config=config, events=bus, system=system, images=images)  # type: ignore[arg-type]
+    return Services(
+        config=config,
+        events=bus,
+        system=system,
+        images=images,  # type: ignore[arg-type]
+        containers=unused("containers"),
+        execs=unused("execs"),
+        volumes=unused("volumes"),
+        networks=unused("networks"),
+    )
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from api.app import create_app
+from api.tests.fakes import unused
 from engine.containers.archive import ContainerArchive
 from engine.tests.test_archive import StubContainers, container
 from engine.wiring import Services
@@ -53,6 +54,9 @@ async def client(
         system=cast(Any, None),
         images=cast(Any, None),
         containers=cast(Any, stub),
+        execs=unused("execs"),
+        volumes=unused("volumes"),
+        networks=unused("networks"),
     )
     transport = httpx.ASGITransport(app=create_app(services))
     async with httpx.AsyncClient(transport=transport, base_url="http://skiff") as c:

@@ -20,6 +20,8 @@ import httpx
 import pytest
 
 from api.app import create_app
+from api.tests.fakes import unused
+from engine.containers.exec import ExecService
 from engine.containers.model import Container
 from engine.tests.test_containers_admin import Harness
 from engine.wiring import Services
@@ -50,7 +52,9 @@ async def client(h: Harness) -> AsyncIterator[httpx.AsyncClient]:
         system=cast(Any, None),
         images=cast(Any, h.images),
         containers=h.service,
-        execs=cast(Any, None),
+        execs=ExecService(h.service, h.bus),
+        volumes=unused("volumes"),
+        networks=unused("networks"),
     )
     app = create_app(services)
     # The harness's admin lists the test process itself as the container's processes (for top).

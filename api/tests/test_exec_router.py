@@ -28,6 +28,7 @@ from api.app import create_app
 from api.headers import SERVER_HEADERS
 from api.hijack import MULTIPLEXED_STREAM, RAW_STREAM, DockerH11Protocol
 from api.stdcopy import STDERR, STDOUT, FrameDecoder
+from api.tests.fakes import unused
 from engine.containers.model import Container
 from engine.tests.test_exec import Harness
 from engine.wiring import Services
@@ -58,6 +59,8 @@ class Server:
                 images=cast(Any, None),
                 containers=self.harness.containers,
                 execs=self.harness.execs,
+                volumes=unused("volumes"),
+                networks=unused("networks"),
             )
             config = uvicorn.Config(
                 create_app(services), uds=self.path, http=DockerH11Protocol, lifespan="off", log_config=None

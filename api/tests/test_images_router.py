@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from api.app import create_app
+from api.tests.fakes import unused
 from engine.config import DaemonConfig
 from engine.events import EventBus
 from engine.images.service import ImageService
@@ -50,7 +51,8 @@ def services(tmp_path: Path) -> Services:
     layers = LayerStore(content, OverlaySnapshotter(config.data_root / "overlay"))
     images = ImageService(ImageStore(config.data_root / "image", content), layers, content, events)
     return Services(config=config, events=events, system=SystemService(config, images=images, events=events),
-                    images=images)  # fmt: skip
+                    images=images, containers=unused("containers"), execs=unused("execs"),
+                    volumes=unused("volumes"), networks=unused("networks"))  # fmt: skip
 
 
 @pytest.fixture

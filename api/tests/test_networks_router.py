@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from api.app import create_app
+from api.tests.fakes import unused
 from engine.events import EventBus
 from engine.networks.service import NetworkService
 from engine.networks.store import NetworkStore
@@ -47,6 +48,9 @@ async def client(networks: NetworkService) -> AsyncIterator[httpx.AsyncClient]:
         events=networks.events,
         system=cast(Any, None),
         images=cast(Any, None),
+        containers=unused("containers"),
+        execs=unused("execs"),
+        volumes=unused("volumes"),
         networks=networks,
     )
     transport = httpx.ASGITransport(app=create_app(services))

@@ -24,6 +24,7 @@ from uvicorn.server import ServerState
 
 from api.app import create_app
 from api.ping import PING_TARGETS, PingFastPathProtocol, parse_ping
+from api.tests.fakes import unused
 from engine.wiring import Services
 
 TIMEOUT = 10.0
@@ -124,8 +125,16 @@ class Server:
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
         try:
-            none = cast(Any, None)
-            services = Services(config=none, events=none, system=none, images=none)
+            services = Services(
+                config=unused("config"),
+                events=unused("events"),
+                system=unused("system"),
+                images=unused("images"),
+                containers=unused("containers"),
+                execs=unused("execs"),
+                volumes=unused("volumes"),
+                networks=unused("networks"),
+            )
             config = uvicorn.Config(
                 create_app(services),
                 uds=self.path,

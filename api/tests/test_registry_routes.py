@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from api.app import create_app
+from api.tests.fakes import unused
 from engine.config import DaemonConfig
 from engine.events import EventBus
 from engine.images.service import ImageService
@@ -50,7 +51,16 @@ async def client(tmp_path: Path, registry: FakeRegistry) -> AsyncIterator[httpx.
         registry_transport=registry.transport(),
     )  # fmt: skip
     system = SystemService(config, images=images, events=events)
-    services = Services(config=config, events=events, system=system, images=images)
+    services = Services(
+        config=config,
+        events=events,
+        system=system,
+        images=images,
+        containers=unused("containers"),
+        execs=unused("execs"),
+        volumes=unused("volumes"),
+        networks=unused("networks"),
+    )
     transport = httpx.ASGITransport(app=create_app(services))
     async with httpx.AsyncClient(transport=transport, base_url="http://skiff") as c:
         yield c

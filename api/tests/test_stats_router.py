@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from api.app import create_app
+from api.tests.fakes import unused
+from engine.containers.exec import ExecService
 from engine.containers.model import Container
 from engine.containers.stats import Sampler, StatsService
 from engine.tests.test_containers_admin import Harness
@@ -61,6 +63,9 @@ async def client(h: Harness, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]
         system=cast(Any, None),
         images=cast(Any, None),
         containers=h.service,
+        execs=ExecService(h.service, h.bus),
+        volumes=unused("volumes"),
+        networks=unused("networks"),
     )
     app = create_app(services)
     layout = CgroupLayout(v1={k: tmp_path / k for k in ("cpu", "cpuacct", "memory", "pids", "blkio")})

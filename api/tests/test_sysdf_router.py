@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 from api.app import create_app
+from api.tests.fakes import unused
+from engine.containers.exec import ExecService
 from engine.events import EventBus
 from engine.tests.test_containers_admin import IMAGE_ID, OTHER_ID, Harness
 from engine.volumes.service import VolumeService
@@ -76,8 +78,9 @@ async def client(h: Harness, volumes: VolumeService, images: DfImages) -> AsyncI
         system=cast(Any, None),
         images=cast(Any, images),
         containers=h.service,
-        execs=cast(Any, None),
+        execs=ExecService(h.service, h.bus),
         volumes=volumes,
+        networks=unused("networks"),
     )
     app = create_app(services)
     app.state.containers_admin = h.admin

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from api.app import create_app
+from api.tests.fakes import unused
 from engine.events import EventBus
 from engine.volumes.service import ANONYMOUS_LABEL, VolumeService
 from engine.wiring import Services
@@ -47,7 +48,10 @@ async def client(volumes: VolumeService) -> AsyncIterator[httpx.AsyncClient]:
         events=volumes.events,
         system=cast(Any, None),
         images=cast(Any, None),
+        containers=unused("containers"),
+        execs=unused("execs"),
         volumes=volumes,
+        networks=unused("networks"),
     )
     transport = httpx.ASGITransport(app=create_app(services))
     async with httpx.AsyncClient(transport=transport, base_url="http://skiff") as c:

@@ -21,14 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 from engine import errdefs
 from engine.containers.model import Container
-from engine.containers.service import restart_policy_says
+from engine.containers.service import remove_bundle, restart_policy_says
 from engine.networks.attach import forget_endpoints
+from runtime.bundle import Bundle
 from storage import mount as mounts
 
 if TYPE_CHECKING:
@@ -39,11 +39,6 @@ log = logging.getLogger("skiff.containers")
 EXIT_KILLED = 137
 EXIT_STATUS_LOST = 255
 _ALIVE = ("created", "running", "paused", "pausing")
-
-
-@runtime_checkable
-class _StateQuery(Protocol):
-    async def state(self, id: str) -> dict[str, Any]: ...
 
 
 async def restore(service: ContainerService) -> None:
@@ -103,11 +98,8 @@ async def _reconcile(service: ContainerService, c: Container, known: bool) -> No
 
 
 async def _is_alive(service: ContainerService, cid: str) -> bool:
-    runtime = service.runtime
-    if not isinstance(runtime, _StateQuery):
-        return True
     try:
-        state = await runtime.state(cid)
+        state = await service.runtime.state(cid)
     except errdefs.EngineError:
         return False
     return str(state.get("status") or "") in _ALIVE
@@ -126,16 +118,15 @@ def _bundle_dirs(bundles: Path) -> set[str]:
     return set()
 
 
-async def _remove_bundle(bundle: Path) -> None:
-    def run() -> None:
-        rootfs = bundle / "rootfs"
-        with contextlib.suppress(errdefs.EngineError):
-            mounts.unmount(rootfs)
-        if not mounts.is_mounted(rootfs):  # never delete through a mount
-            shutil.rmtree(bundle, ignore_errors=True)
-
-    if bundle.exists():
-        await asyncio.to_thread(run)
+async def _remove_bundle(path: Path) -> None:
+    # A rootfs still mounted by the previous daemon life is unmounted first; remove_bundle
+    # leaves the directory if that failed.
+    if not path.exists():
+        return
+    bundle = Bundle(path)
+    with contextlib.suppress(errdefs.EngineError):
+        await asyncio.to_thread(mounts.unmount, bundle.rootfs)
+    await remove_bundle(bundle)
 
 
 async def _start(service: ContainerService, c: Container) -> None:

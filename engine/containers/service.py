@@ -21,7 +21,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine import errdefs, ids
 from engine.containers import createconfig, files, initlayer
@@ -36,13 +36,13 @@ from engine.containers.security import parse_security_opt
 from engine.containers.spec import build_spec, parse_process_args
 from engine.containers.store import ContainerStore, name_conflict
 from engine.containers.streams import Subscription
-from engine.containers.userlookup import resolve_user
+from engine.containers.userlookup import ResolvedUser, resolve_user
 from engine.networks.attach import DNS_NAMESERVER
 from engine.system import ContainerCounts
+from runtime.bundle import Bundle
 from runtime.cgroups import cgroups_path
 from runtime.types import ConsoleSize, IOSpec, Runtime, StartError, parse_signal
 from storage import mount as mounts
-from storage.jsonfile import atomic_write_json
 
 if TYPE_CHECKING:
     from engine.events import EventBus
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from storage.layers import LayerStore
 
 log = logging.getLogger("skiff.containers")
+T1 = TypeVar("T1")
+T2 = TypeVar("T2")
 
 WAIT_CONDITIONS = ("not-running", "next-exit", "removed")
 DEFAULT_STOP_TIMEOUT = 10
@@ -264,6 +266,22 @@ class ContainerService:
                 await self._auto_remove(c)
             raise
 
+    async def _prepare_rootfs(
+        self, c: Container, rootfs: Path, undo: AsyncExitStack
+    ) -> tuple[ResolvedUser, list[dict[str, Any]]]:
+        """Mount the layers, find the user, mount the volumes: (user, volume mounts) for the spec."""
+        layer_mounts = await asyncio.to_thread(self.layers.snapshotter.mounts, c.snapshot_key)
+        await asyncio.to_thread(mounts.mount_all, layer_mounts, rootfs)
+        undo.push_async_callback(asyncio.to_thread, mounts.unmount, rootfs)
+        user = await asyncio.to_thread(
+            resolve_user,
+            str(c.config.get("User") or ""),
+            rootfs,
+            [str(g) for g in c.host_config.get("GroupAdd") or []],
+        )
+        volume_mounts = await self.mounts.setup(c, undo)
+        return user, volume_mounts
+
     async def _network_sandbox(self, c: Container, undo: AsyncExitStack) -> str | None:
         """The netns of the OCI spec: "host", another container's, or a sandbox made for this one."""
         netns = self._netns_path(c)
@@ -289,24 +307,18 @@ class ContainerService:
 
     async def _start_locked(self, c: Container) -> None:
         """Mount, write the bundle, create and start the task; undo everything on failure."""
-        bundle = self.bundles / c.id
-        rootfs = bundle / "rootfs"
+        bundle = Bundle(self.bundles / c.id)
+        rootfs = bundle.rootfs
         async with AsyncExitStack() as undo:
             try:
-                await asyncio.to_thread(rootfs.mkdir, parents=True, exist_ok=True)
-                undo.push_async_callback(_remove_bundle, bundle)
-                netns = await self._network_sandbox(c, undo)
-                await self._write_container_files(c)
-                layer_mounts = await asyncio.to_thread(self.layers.snapshotter.mounts, c.snapshot_key)
-                await asyncio.to_thread(mounts.mount_all, layer_mounts, rootfs)
-                undo.push_async_callback(asyncio.to_thread, mounts.unmount, rootfs)
-                user = await asyncio.to_thread(
-                    resolve_user,
-                    str(c.config.get("User") or ""),
-                    rootfs,
-                    [str(g) for g in c.host_config.get("GroupAdd") or []],
+                await asyncio.to_thread(Bundle.prepare, self.bundles, c.id)
+                undo.push_async_callback(remove_bundle, bundle)
+                # The network and the root filesystem do not depend on each other: made side by
+                # side, each registering its own undo step, and both finished before any unwinding.
+                netns, (user, volume_mounts) = await _all_or_raise(
+                    self._network_sandbox(c, undo), self._prepare_rootfs(c, rootfs, undo)
                 )
-                volume_mounts = await self.mounts.setup(c, undo)
+                await self._write_container_files(c)  # /etc/hosts needs the container's address
                 spec = build_spec(
                     c.config,
                     c.host_config,
@@ -327,10 +339,10 @@ class ContainerService:
                     init_path=self.init_path,
                     devices=await asyncio.to_thread(resolve_devices, c.host_config),
                 )
-                await asyncio.to_thread(atomic_write_json, bundle / "config.json", spec, 0o600)
+                await asyncio.to_thread(bundle.write_config, spec)
                 size = _console(c.host_config.get("ConsoleSize"))
                 io = IOSpec(tty=c.tty, stdin=bool(c.config.get("OpenStdin")), console_size=size)
-                task = await self.runtime.create(c.id, bundle, io)
+                task = await self.runtime.create(c.id, bundle.path, io)
                 undo.push_async_callback(task.delete, True)
                 live = LiveContainer.open(c, task)
                 undo.push_async_callback(live.abort)
@@ -439,7 +451,7 @@ class ContainerService:
 
     # -- exit handling -------------------------------------------------------------
 
-    async def _monitor(self, c: Container, live: LiveContainer, bundle: Path) -> None:
+    async def _monitor(self, c: Container, live: LiveContainer, bundle: Bundle) -> None:
         status = await live.task.wait()
         await live.drain()
         started_at = c.state.started_at
@@ -486,12 +498,12 @@ class ContainerService:
         elif c.host_config.get("AutoRemove") and not live.manual_restart:
             await self._auto_remove(c)
 
-    async def _release_task(self, c: Container, live: LiveContainer, bundle: Path) -> None:
+    async def _release_task(self, c: Container, live: LiveContainer, bundle: Bundle) -> None:
         try:
             with contextlib.suppress(errdefs.EngineError):
                 await live.task.delete(True)
-            await asyncio.to_thread(mounts.unmount, bundle / "rootfs")
-            await _remove_bundle(bundle)
+            await asyncio.to_thread(mounts.unmount, bundle.rootfs)
+            await remove_bundle(bundle)
         except (errdefs.EngineError, OSError) as err:
             log.warning("cleanup of %s failed: %s", c.short_id, err)
 
@@ -826,10 +838,18 @@ def _initial_network_settings(host_config: dict[str, Any]) -> dict[str, Any]:
     return {"Ports": {}, "Networks": networks, "SandboxID": "", "SandboxKey": ""}
 
 
-async def _remove_bundle(bundle: Path) -> None:
-    def rm() -> None:
-        # Never rmtree through a rootfs that is still mounted: it would delete the image's files.
-        if not mounts.is_mounted(bundle / "rootfs"):
-            shutil.rmtree(bundle, ignore_errors=True)
+async def _all_or_raise(first: Awaitable[T1], second: Awaitable[T2]) -> tuple[T1, T2]:
+    """Both results, or the first failure once both have finished (so that every undo step the
+    two registered is in place when the caller unwinds)."""
+    a, b = await asyncio.gather(first, second, return_exceptions=True)
+    if isinstance(a, BaseException):
+        raise a
+    if isinstance(b, BaseException):
+        raise b
+    return a, b
 
-    await asyncio.to_thread(rm)
+
+async def remove_bundle(bundle: Bundle) -> None:
+    """Delete a container's bundle; one whose rootfs is still mounted stays (and is logged)."""
+    if not await asyncio.to_thread(bundle.remove):
+        log.warning("bundle %s left in place: rootfs still mounted or not deletable", bundle.path)

@@ -647,6 +647,7 @@ def test_restore_reconciles_containers_recorded_running(tmp: Path) -> None:
     async def main() -> None:
         h = Harness(tmp)
         plain = await h.run(["sleep", "30"])
+        alive = await h.run(["sleep", "30"])
         always = await h.run(["sleep", "30"], HostConfig={"RestartPolicy": {"Name": "always"}})
         rm = await h.run(["sleep", "30"], HostConfig={"AutoRemove": True})
         # The daemon "dies": nothing is stopped, the records still say running.
@@ -659,6 +660,9 @@ def test_restore_reconciles_containers_recorded_running(tmp: Path) -> None:
         await restore_module.restore(h.service)
         p = h.service.get(plain.id)
         assert p.state.status == "exited" and p.state.exit_code == 255 and not p.state.running
+        # Still alive in the runtime: killed here, so it exits as SIGKILL does.
+        k = h.service.get(alive.id)
+        assert k.state.status == "exited" and k.state.exit_code == 137 and alive.id not in h.runtime.tasks
         a = h.service.get(always.id)
         assert a.state.running and ("cleanup_orphan", always.id) in h.runtime.calls
         assert not h.service.store_has(rm.id)

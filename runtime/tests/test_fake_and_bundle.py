@@ -45,9 +45,12 @@ def test_bundle_layout(tmp_path: Path) -> None:
     bundle.init_pid_file.write_text("123")
     assert bundle.read_pid(bundle.init_pid_file) == 123
     assert not list(bundle.path.glob(".config.json.*"))  # no temp file left by the atomic write
-    bundle.remove()
+    assert bundle.remove() is True
     assert not bundle.path.exists()
-    bundle.remove()  # idempotent
+    assert bundle.remove() is True  # idempotent
+    prepared = Bundle.prepare(tmp_path / "bundles", "def")
+    assert prepared.rootfs.is_dir() and not prepared.config_path.exists()
+    assert prepared.path.stat().st_mode & 0o777 == 0o711
     with pytest.raises(errdefs.NotFound):
         Bundle(tmp_path / "nothing").read_config()
     for bad in ("", "../x", "a/b", ".."):
@@ -157,6 +160,28 @@ def test_fake_exec_pause_and_delete_rules(tmp_path: Path) -> None:
             await task.delete()
         await task.delete(force=True)
         assert (await task.wait()).code == 137
+        await rt.close()
+
+    run(main)
+
+
+def test_fake_state_follows_the_task(tmp_path: Path) -> None:
+    async def main() -> None:
+        rt = FakeRuntime()
+        task = await rt.create("st", Bundle.create(tmp_path, "st", spec(["sleep", "60"])).path, IOSpec())
+        assert (await rt.state("st"))["status"] == "created"
+        await task.start()
+        state = await rt.state("st")
+        assert state["status"] == "running" and state["pid"] == task.pid
+        await task.pause()
+        assert (await rt.state("st"))["status"] == "paused"
+        await task.resume()
+        await task.kill("KILL")
+        await task.wait()
+        assert (await rt.state("st"))["status"] == "stopped"
+        await task.delete()
+        with pytest.raises(errdefs.NotFound):
+            await rt.state("st")
         await rt.close()
 
     run(main)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import re
+import resource
 import signal
-from collections.abc import Awaitable, Callable
+import subprocess
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -359,17 +363,18 @@ def test_cleanup_orphan_removes_leftover_state(runc_env: RuncEnv) -> None:
     run(runc_env, scenario)
 
 
-def test_bundle_refuses_removal_while_mounted(runc_env: RuncEnv, tmp_path: Path) -> None:
+def test_bundle_is_kept_while_its_rootfs_is_mounted(runc_env: RuncEnv, tmp_path: Path) -> None:
     import subprocess
 
     _, bundle = runc_env.bundle(["true"])
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(bundle.rootfs)], check=True)
     try:
-        with pytest.raises(errdefs.Conflict):
-            bundle.remove()
+        (bundle.rootfs / "precious").write_text("x")
+        assert bundle.remove() is False
+        assert (bundle.rootfs / "precious").read_text() == "x" and bundle.config_path.exists()
     finally:
         subprocess.run(["umount", str(bundle.rootfs)], check=True)
-    bundle.remove()
+    assert bundle.remove() is True
     assert not bundle.path.exists()
 
 
@@ -439,19 +444,67 @@ def test_cancelled_exec_leaves_no_process(runc_env: RuncEnv) -> None:
 
 PROBE = (
     "id; pwd; echo HOME=$HOME; grep -E '^(Cap|NoNewPrivs)' /proc/self/status; sort /proc/self/cgroup; "
-    "for n in ipc mnt net pid uts; do readlink /proc/self/ns/$n; done; ulimit -n; "
-    "cat /proc/self/oom_score_adj; ls /proc/self/fd; echo err >&2"
+    "for n in ipc mnt net pid uts; do readlink /proc/self/ns/$n; done; "
+    "echo nofile $(ulimit -Sn) $(ulimit -Hn); cat /proc/self/oom_score_adj; ls /proc/self/fd; echo err >&2"
 )
+NOFILE_256_512 = [{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]
+
+
+@functools.cache
+def runc_nofile_race() -> bool:
+    """Whether ``runc exec`` sometimes runs the process with the NOFILE soft limit raised to the hard one.
+
+    runc sets the exec's rlimits with prlimit(2) on its child, runc init, while that child's Go
+    start-up (Go >= 1.19) raises its own NOFILE soft limit to the hard one: when the prlimit
+    lands first, the process gets soft = hard. opencontainers/runc#4195, fixed in 1.1.13 and
+    1.2.0 (#4265, #4277); Debian 12's runc 1.1.5 (go1.19.8) has it.
+    """
+    out = subprocess.run(["runc", "--version"], capture_output=True, text=True, check=True).stdout
+    runc = re.search(r"^runc version (\d+)\.(\d+)\.(\d+)(\S*)", out, re.M)
+    go = re.search(r"^go: go(\d+)\.(\d+)", out, re.M)
+    assert runc is not None and go is not None, out
+    version = (int(runc[1]), int(runc[2]), int(runc[3]))
+    fixed = version >= (1, 2, 0) and not (version == (1, 2, 0) and runc[4].startswith("-rc"))
+    fixed = fixed or (1, 1, 13) <= version < (1, 2, 0)
+    return not fixed and (int(go[1]), int(go[2])) >= (1, 19)
+
+
+def split_nofile(out: str) -> tuple[list[str], tuple[int, int]]:
+    """The probe's lines but its ``nofile SOFT HARD`` one, and that one's two limits."""
+    lines = out.splitlines()
+    [line] = [text for text in lines if text.startswith("nofile ")]
+    _, soft, hard = line.split()
+    return [text for text in lines if text != line], (int(soft), int(hard))
+
+
+@pytest.fixture
+def daemon_nofile_soft_below_hard() -> Iterator[int]:
+    """This process (the daemon) with an RLIMIT_NOFILE soft limit under its hard one, as systemd's
+    default 1024:524288 is; yields the hard limit. runc (Go) raises the soft one for itself and
+    what it starts: an exec without an RLIMIT_NOFILE rlimit gets the hard limit as its soft one.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard - 1), hard))
+    try:
+        yield hard
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 @pytest.mark.parametrize(
-    "user",
+    ("user", "rlimits"),
     [
-        {"uid": 0, "gid": 0},
-        {"uid": 1000, "gid": 1000, "additionalGids": [1000, 1234]},
+        ({"uid": 0, "gid": 0}, NOFILE_256_512),
+        ({"uid": 1000, "gid": 1000, "additionalGids": [1000, 1234]}, NOFILE_256_512),
+        ({"uid": 1000, "gid": 1000}, None),
     ],
 )
-def test_fast_exec_starts_the_same_process_as_runc_exec(runc_env: RuncEnv, user: dict[str, Any]) -> None:
+def test_fast_exec_starts_the_same_process_as_runc_exec(
+    runc_env: RuncEnv,
+    daemon_nofile_soft_below_hard: int,
+    user: dict[str, Any],
+    rlimits: list[dict[str, Any]] | None,
+) -> None:
     cid, bundle = runc_env.bundle(["sleep", "100"])
 
     async def scenario(rt: OciRuntime) -> None:
@@ -459,26 +512,38 @@ def test_fast_exec_starts_the_same_process_as_runc_exec(runc_env: RuncEnv, user:
         task = await rt.create(cid, bundle.path, IOSpec())
         await task.start()
         caps = ["CAP_KILL", "CAP_CHOWN", "CAP_NET_BIND_SERVICE"]
-        spec = {
+        spec: dict[str, Any] = {
             "args": ["sh", "-c", PROBE],
             "cwd": "/tmp",
             "env": ["PATH=/bin"],
             "user": user,
             "capabilities": {k: caps for k in ("bounding", "effective", "permitted")},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}],
             "noNewPrivileges": True,
             "oomScoreAdj": 100,
         }
-        seen = []
+        if rlimits is not None:
+            spec["rlimits"] = rlimits
+        seen: list[tuple[str, bytes, int]] = []
         for helper in (rt.fast_exec, None):
             rt.fast_exec = helper
             proc = await task.exec(f"probe-{len(seen)}", dict(spec), IOSpec())
             out, err = await drain(proc.stdio.stdout), await drain(proc.stdio.stderr)
             seen.append((out.decode(), err, (await proc.wait()).code))
         fast, runc = seen
-        assert fast[0].splitlines() == runc[0].splitlines()
-        assert fast == runc
+        fast_lines, fast_nofile = split_nofile(fast[0])
+        runc_lines, runc_nofile = split_nofile(runc[0])
+        assert fast_lines == runc_lines
+        assert fast[1:] == runc[1:]
         assert fast[2] == 0 and "CapBnd:\t0000000000000421" in fast[0] and "NoNewPrivs:\t1" in fast[0]
+        # The spec's limits as given, else the daemon's hard limit for both (Go's raise in runc):
+        # what runc >= 1.1.13 and dockerd's `docker exec` give.
+        hard = daemon_nofile_soft_below_hard
+        expected = (256, 512) if rlimits else (hard, hard)
+        assert fast_nofile == expected
+        if rlimits and runc_nofile != expected and runc_nofile == (512, 512):
+            assert runc_nofile_race(), "runc >= 1.1.13 sets RLIMIT_NOFILE without the race"
+        else:
+            assert runc_nofile == expected
         await task.delete(force=True)
 
     run(runc_env, scenario)
