@@ -479,13 +479,17 @@ class ContainerService:
                 # The log is complete and the exit recorded before attach streams end (hijack.md 5).
                 await live.close(after=record_exit)
                 self.live.pop(c.id, None)
+                # dockerd deletes the task before it publishes "die" (compose's attached `up`
+                # depends on that order), then releases network and mounts.
+                with contextlib.suppress(errdefs.EngineError):
+                    await live.task.delete(True)
                 if status.oom_killed:
                     self.publish(c, "oom")
                 self.publish(
                     c, "die", {"exitCode": str(status.code), "execDuration": _exec_duration(started_at)}
                 )
                 # Independent of each other, so side by side; dockerd's disconnect events follow "die".
-                await asyncio.gather(self._release_task(c, live, bundle), self._release_network(c))
+                await asyncio.gather(self._release_rootfs(c, bundle), self._release_network(c))
                 await self.mounts.teardown(c)  # dockerd's unmount events follow "die"
                 self._wake(c.id, "exit", WaitResult(status.code))
         finally:
@@ -498,10 +502,8 @@ class ContainerService:
         elif c.host_config.get("AutoRemove") and not live.manual_restart:
             await self._auto_remove(c)
 
-    async def _release_task(self, c: Container, live: LiveContainer, bundle: Bundle) -> None:
+    async def _release_rootfs(self, c: Container, bundle: Bundle) -> None:
         try:
-            with contextlib.suppress(errdefs.EngineError):
-                await live.task.delete(True)
             await asyncio.to_thread(mounts.unmount, bundle.rootfs)
             await remove_bundle(bundle)
         except (errdefs.EngineError, OSError) as err:
