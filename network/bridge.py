@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import logging
 import os
 import re
 import secrets
@@ -36,12 +37,14 @@ from network.links import (
     delete_bridge,
     delete_veth,
     ensure_bridge,
+    release_bridge_addresses,
     remove_from_sandbox,
     write_sysctl,
 )
 from network.portmap import ANY_ADDRESS, PortAllocator, PortBinding, PortMapping
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Driver options (docker network create -o), as dockerd's bridge driver names them.
 BRIDGE_NAME = "com.docker.network.bridge.name"
@@ -151,6 +154,7 @@ class BridgeDriver:
         self.ip_forward = ip_forward
         self.link_alias = link_alias  # marks bridges and veths for network.reconcile
         self._networks: dict[str, _Network] = {}
+        self._removing: set[asyncio.Task[None]] = set()  # bridges being deleted in the background
 
     async def create_network(self, spec: NetworkSpec) -> None:
         config = BridgeConfig.from_spec(spec)
@@ -194,16 +198,34 @@ class BridgeDriver:
             return
         if net.endpoints:
             raise errdefs.Forbidden(f"network {network_id} has active endpoints")
-        # Side by side: unregistering a netdev waits for RCU grace periods (20-40 ms), and rules
-        # may name an interface that does not exist.
-        results = await asyncio.gather(
-            self.firewall.remove_network(net.config.bridge),
-            self._thread(delete_bridge, net.config.bridge, what="failed to delete bridge"),
-            return_exceptions=True,
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        bridge = net.config.bridge
+        removal = self._thread(delete_bridge, bridge, what="failed to delete bridge")
+        if net.spec.options.get(BRIDGE_NAME):
+            # A name the user chose may be asked for again at once: gone before the answer. The
+            # rules go meanwhile (they may name an interface that does not exist).
+            results = await asyncio.gather(
+                self.firewall.remove_network(bridge), removal, return_exceptions=True
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+        else:
+            # br-<network id> is never asked for again, and unregistering a netdev waits for
+            # RCU grace periods (20-40 ms): the rules go now, the link in the background
+            # (``close`` waits for it; a crash leaves it marked for ``network.reconcile``).
+            # Its addresses go now, so its subnet is free for the next network at once.
+            results = await asyncio.gather(
+                self.firewall.remove_network(bridge),
+                self._thread(release_bridge_addresses, bridge, what="failed to delete bridge"),
+                return_exceptions=True,
+            )
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:
+                removal.close()
+                raise failed[0]
+            task = asyncio.ensure_future(removal)
+            self._removing.add(task)
+            task.add_done_callback(self._removed)
         del self._networks[network_id]
 
     async def create_endpoint(self, network_id: str, endpoint: EndpointSpec) -> EndpointInfo:
@@ -309,6 +331,11 @@ class BridgeDriver:
             self.ports.release(m.proto, m.host_ip, m.host_port)
         ep.mappings = []
 
+    def _removed(self, task: asyncio.Task[None]) -> None:
+        self._removing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("deleting a bridge failed: %s", task.exception())
+
     async def close(self) -> None:
         """Remove every bridge, veth, rule and port reservation this driver made. Best effort: one
         failure does not keep the rest in place; the first error is raised at the end."""
@@ -325,6 +352,7 @@ class BridgeDriver:
             except errdefs.EngineError as e:
                 errors.append(e)
                 self._networks.pop(network_id, None)
+        await asyncio.gather(*self._removing, return_exceptions=True)
         try:
             await self.firewall.close()
         finally:

@@ -114,6 +114,15 @@ def _check_adoptable(
             )
 
 
+def release_bridge_addresses(name: str) -> None:
+    """Drop a bridge's addresses (and with them its subnet route) ahead of deleting it, so that
+    the subnet is free on the host at once; a missing bridge is fine."""
+    with IPRoute() as ipr:
+        index = _link_index(ipr, name)
+        if index is not None:
+            ipr.flush_addr(index=index)
+
+
 def delete_bridge(name: str) -> None:
     with IPRoute() as ipr:
         index = _link_index(ipr, name)

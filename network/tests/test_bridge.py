@@ -18,6 +18,7 @@ import pytest
 from pyroute2 import IPRoute
 
 import network.bridge
+import network.links
 from engine import errdefs
 from network.bridge import MTU, BridgeConfig, BridgeDriver
 from network.driver import EndpointSpec, NetworkSpec
@@ -344,3 +345,31 @@ async def test_an_endpoint_whose_sandbox_went_first_goes_with_the_namespace(
     again = await env.driver.create_endpoint(net.network_id, EndpointSpec(a.endpoint_id, a.address))
     info = await env.driver.join(net.network_id, again.endpoint_id, env.sandboxes.create(f"{env.tag.hex}-a2"))
     assert info.ifname == "eth0"
+
+
+async def test_a_bridge_named_after_its_network_frees_its_subnet_before_it_is_gone(env: Env):
+    """br-<id> is deleted in the background (a netdev unregisters after RCU grace periods), but its
+    addresses and rules go before delete_network returns, and close waits for the link."""
+    pool = env.ipam.request_pool()
+    nid = f"{env.tag.hex}auto".ljust(64, "0")
+    name = f"br-{nid[:12]}"
+    try:
+        await env.driver.create_network(NetworkSpec(nid, pool.subnet, pool.gateway))
+        assert name in links()
+        await env.driver.delete_network(nid)
+        assert not await asyncio.to_thread(_addresses, name)
+        routes = subprocess.run(
+            ["ip", "-4", "route", "show", str(pool.subnet)], capture_output=True, text=True
+        )
+        assert name not in routes.stdout
+        assert not any(name in line for line in iptables_lines())
+        await env.driver.close()
+        assert name not in links()
+    finally:
+        await asyncio.to_thread(network.links.delete_bridge, name)
+
+
+def _addresses(ifname: str) -> list[object]:
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=ifname)
+        return list(ipr.get_addr(index=index[0])) if index else []
