@@ -134,39 +134,6 @@ def delete_bridge(name: str) -> None:
         _delete_link(ipr, name)
 
 
-def create_veth(bridge: str, mac: str, mtu: int, alias: str | None = None) -> tuple[str, str]:
-    """A veth pair with its host side up on ``bridge``; returns (host name, peer name)."""
-    with IPRoute() as ipr:
-        master = _link_index(ipr, bridge)
-        if master is None:
-            raise errdefs.NotFound(f"bridge {bridge} does not exist")
-        for _ in range(8):
-            host, peer = f"veth{secrets.token_hex(4)[:7]}", f"veth{secrets.token_hex(4)[:7]}"
-            try:
-                ipr.link(
-                    "add",
-                    ifname=host,
-                    kind="veth",
-                    mtu=mtu,
-                    peer={"ifname": peer, "address": mac, "mtu": mtu},
-                )
-                break
-            except NetlinkError as e:
-                if e.code != errno.EEXIST:
-                    raise
-        else:
-            raise errdefs.Internal("could not find a free veth name")
-        try:
-            index = _link_index(ipr, host)
-            assert index is not None
-            ipr.link("set", index=index, master=master, state="up", **({"ifalias": alias} if alias else {}))
-            ipr.brport("set", index=index, mode=1)  # hairpin
-        except BaseException:
-            _delete_link(ipr, host)
-            raise
-        return host, peer
-
-
 def create_veth_in_sandbox(
     bridge: str,
     netns: Path,

@@ -10,6 +10,7 @@ because another engine on the host is busy.
 from __future__ import annotations
 
 import contextlib
+import errno
 import secrets
 import socket
 import subprocess
@@ -21,9 +22,12 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
+from engine import errdefs
 from network.firewall import Chains
 from network.ipam import AddressPool
+from network.links import _delete_link, _link_index
 from network.netlink import off_loop
 from network.sandbox import delete_netns, run_in_netns
 
@@ -236,3 +240,37 @@ def in_netns(netns: Path, fn: Callable[[IPRoute], object]) -> object:
             return fn(ipr)
 
     return run_in_netns(netns, inner)
+
+
+def create_veth(bridge: str, mac: str, mtu: int, alias: str | None = None) -> tuple[str, str]:
+    """A veth pair with its host side up on ``bridge``, both sides in this namespace (a crash's
+    leftover for the reconcile tests); returns (host name, peer name)."""
+    with IPRoute() as ipr:
+        master = _link_index(ipr, bridge)
+        if master is None:
+            raise errdefs.NotFound(f"bridge {bridge} does not exist")
+        for _ in range(8):
+            host, peer = f"veth{secrets.token_hex(4)[:7]}", f"veth{secrets.token_hex(4)[:7]}"
+            try:
+                ipr.link(
+                    "add",
+                    ifname=host,
+                    kind="veth",
+                    mtu=mtu,
+                    peer={"ifname": peer, "address": mac, "mtu": mtu},
+                )
+                break
+            except NetlinkError as e:
+                if e.code != errno.EEXIST:
+                    raise
+        else:
+            raise errdefs.Internal("could not find a free veth name")
+        try:
+            index = _link_index(ipr, host)
+            assert index is not None
+            ipr.link("set", index=index, master=master, state="up", **({"ifalias": alias} if alias else {}))
+            ipr.brport("set", index=index, mode=1)  # hairpin
+        except BaseException:
+            _delete_link(ipr, host)
+            raise
+        return host, peer

@@ -13,7 +13,7 @@ import pytest
 
 from engine import errdefs
 from network.firewall import BridgeRules, Chains, CommandResult, Firewall, run_command
-from network.links import create_veth, ensure_bridge
+from network.links import ensure_bridge
 from network.reconcile import (
     DaemonMarks,
     chains_in_save,
@@ -22,7 +22,7 @@ from network.reconcile import (
     links_with_alias,
     reconcile,
 )
-from network.tests.nettools import Tag, iptables_lines, links
+from network.tests.nettools import Tag, create_veth, iptables_lines, links
 
 pytestmark = pytest.mark.anyio
 
