@@ -48,6 +48,29 @@ _ARCHIVE_ERRNOS = {errno.ENOTDIR, errno.ELOOP, errno.EISDIR, errno.ENOENT, errno
 Whiteouts = Literal["overlay", "none"]
 
 
+def tar_info(name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
+    """A header for ``name`` from its stat: mode bits, owner by number only, whole-second mtime
+    (as dockerd writes them, so that exports and copies are reproducible)."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.uid, info.gid = st.st_uid, st.st_gid
+    info.uname = info.gname = ""
+    info.mtime = int(st.st_mtime)
+    return info
+
+
+def is_opaque_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether an overlay upper directory is opaque (hides everything below it); a filesystem
+    without trusted xattrs has none."""
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return False
+        raise
+
+
 def _q(s: str) -> str:
     """Go's %q, which dockerd uses in these messages."""
     return json.dumps(s, ensure_ascii=False)
@@ -468,16 +491,6 @@ class _Exporter:
         self.exclude = exclude
         self._links: dict[tuple[int, int], str] = {}
 
-    def _info(self, name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
-        info = tarfile.TarInfo(name)
-        info.type = kind
-        info.mode = stat.S_IMODE(st.st_mode)
-        info.uid, info.gid = st.st_uid, st.st_gid
-        info.uname = info.gname = ""
-        # Whole seconds, as dockerd writes them, so that exports are reproducible.
-        info.mtime = int(st.st_mtime)
-        return info
-
     def walk(self, dir_fd: int, prefix: str) -> None:
         for name in sorted(os.listdir(dir_fd), key=os.fsencode):
             rel = prefix + name
@@ -488,9 +501,9 @@ class _Exporter:
             if stat.S_ISDIR(mode):
                 fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
                 try:
-                    self.tf.addfile(self._info(rel, st, tarfile.DIRTYPE))
+                    self.tf.addfile(tar_info(rel, st, tarfile.DIRTYPE))
                     if self.upper and self._xattr(fd, OPAQUE_XATTR) == b"y":
-                        opq = self._info(f"{rel}/{WHITEOUT_OPAQUE}", st, tarfile.REGTYPE)
+                        opq = tar_info(f"{rel}/{WHITEOUT_OPAQUE}", st, tarfile.REGTYPE)
                         opq.mode &= 0o777
                         self.tf.addfile(opq)
                     self.walk(fd, rel + "/")
@@ -499,19 +512,19 @@ class _Exporter:
             elif stat.S_ISREG(mode):
                 self._regular(dir_fd, name, rel, st)
             elif stat.S_ISLNK(mode):
-                info = self._info(rel, st, tarfile.SYMTYPE)
+                info = tar_info(rel, st, tarfile.SYMTYPE)
                 info.linkname = os.readlink(name, dir_fd=dir_fd)
                 self.tf.addfile(info)
             elif stat.S_ISCHR(mode) and st.st_rdev == 0 and self.upper:
-                wh = self._info(prefix + WHITEOUT_PREFIX + name, st, tarfile.REGTYPE)
+                wh = tar_info(prefix + WHITEOUT_PREFIX + name, st, tarfile.REGTYPE)
                 wh.mode = 0o600
                 self.tf.addfile(wh)
             elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-                info = self._info(rel, st, tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE)
+                info = tar_info(rel, st, tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE)
                 info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
                 self.tf.addfile(info)
             elif stat.S_ISFIFO(mode):
-                self.tf.addfile(self._info(rel, st, tarfile.FIFOTYPE))
+                self.tf.addfile(tar_info(rel, st, tarfile.FIFOTYPE))
             # Sockets are skipped, as dockerd skips them: tar cannot carry them.
 
     @staticmethod
@@ -527,14 +540,14 @@ class _Exporter:
         if st.st_nlink > 1:
             first = self._links.get((st.st_dev, st.st_ino))
             if first is not None:
-                info = self._info(rel, st, tarfile.LNKTYPE)
+                info = tar_info(rel, st, tarfile.LNKTYPE)
                 info.linkname = first
                 self.tf.addfile(info)
                 return
             self._links[(st.st_dev, st.st_ino)] = rel
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         with open(fd, "rb") as f:
-            info = self._info(rel, st, tarfile.REGTYPE)
+            info = tar_info(rel, st, tarfile.REGTYPE)
             info.size = st.st_size
             pax = {}
             for xname in _EXPORTED_XATTRS:

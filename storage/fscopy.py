@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Self, cast
 
+from storage.archive import tar_info
 from storage.fsroot import ArchiveError, FsView, Node, PathError, go_clean, go_join
 
 BLOCK = 512
@@ -62,32 +63,23 @@ class _Exporter:
     def header(self, info: tarfile.TarInfo) -> None:
         self.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
 
-    def info(self, name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
-        info = tarfile.TarInfo(name)
-        info.type = kind
-        info.mode = stat.S_IMODE(st.st_mode)
-        info.uid, info.gid = st.st_uid, st.st_gid
-        info.uname = info.gname = ""
-        info.mtime = int(st.st_mtime)
-        return info
-
     def entry(self, node: Node, name: str) -> None:
         st = node.st
         mode = st.st_mode
         if stat.S_ISDIR(mode):
-            self.header(self.info(name, st, tarfile.DIRTYPE))
+            self.header(tar_info(name, st, tarfile.DIRTYPE))
         elif stat.S_ISREG(mode):
             self.regular(node, name)
         elif stat.S_ISLNK(mode):
-            info = self.info(name, st, tarfile.SYMTYPE)
+            info = tar_info(name, st, tarfile.SYMTYPE)
             info.linkname = self.view.readlink(node)
             self.header(info)
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            info = self.info(name, st, tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE)
+            info = tar_info(name, st, tarfile.CHRTYPE if stat.S_ISCHR(mode) else tarfile.BLKTYPE)
             info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
             self.header(info)
         elif stat.S_ISFIFO(mode):
-            self.header(self.info(name, st, tarfile.FIFOTYPE))
+            self.header(tar_info(name, st, tarfile.FIFOTYPE))
         # Sockets: Go's tar cannot describe them; dockerd logs and skips them.
 
     def regular(self, node: Node, name: str) -> None:
@@ -96,14 +88,14 @@ class _Exporter:
             key = (st.st_dev, st.st_ino)
             first = self.links.get(key)
             if first is not None:
-                info = self.info(name, st, tarfile.LNKTYPE)
+                info = tar_info(name, st, tarfile.LNKTYPE)
                 info.linkname = first
                 self.header(info)
                 return
             self.links[key] = name
         fd = self.view.open_regular(node)
         try:
-            info = self.info(name, st, tarfile.REGTYPE)
+            info = tar_info(name, st, tarfile.REGTYPE)
             info.size = st.st_size
             pax = {}
             for xname in _EXPORTED_XATTRS:

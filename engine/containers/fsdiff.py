@@ -16,16 +16,14 @@ Synchronous; the engine calls these through ``asyncio.to_thread``.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.archive import is_opaque_dir
 from storage.mount import Mount
-
-OPAQUE_XATTR = "trusted.overlay.opaque"
 
 # Kind values of Docker's container.FilesystemChange.
 MODIFIED, ADDED, DELETED = 0, 1, 2
@@ -48,15 +46,6 @@ class Change:
 
 def _is_whiteout(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _is_opaque(path: str) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError as e:
-        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
-            return False
-        raise
 
 
 def _is_init_artifact(rel: str, st: os.stat_result) -> bool:
@@ -111,7 +100,7 @@ class _Walker:
 
     def _only_mount_points(self, rel: str, st: os.stat_result) -> bool:
         """A directory in the upper dir only because runc created mount points in it."""
-        if not stat.S_ISDIR(st.st_mode) or _is_opaque(self.upper + rel):
+        if not stat.S_ISDIR(st.st_mode) or is_opaque_dir(self.upper + rel):
             return False
         with os.scandir(self.upper + rel) as entries:
             for entry in entries:
@@ -121,7 +110,7 @@ class _Walker:
         return lower is None or stat.S_IMODE(lower.st_mode) == stat.S_IMODE(st.st_mode)
 
     def _record(self, rel: str, st: os.stat_result) -> None:
-        if _is_whiteout(st) or (stat.S_ISDIR(st.st_mode) and _is_opaque(self.upper + rel)):
+        if _is_whiteout(st) or (stat.S_ISDIR(st.st_mode) and is_opaque_dir(self.upper + rel)):
             kind = DELETED
         else:
             kind = ADDED

@@ -38,6 +38,7 @@ from engine.containers.store import ContainerStore, name_conflict
 from engine.containers.streams import Subscription
 from engine.containers.userlookup import ResolvedUser, resolve_user
 from engine.networks.attach import DNS_NAMESERVER
+from engine.networks.service import empty_endpoint_settings
 from engine.system import ContainerCounts
 from runtime.bundle import Bundle
 from runtime.cgroups import cgroups_path
@@ -831,12 +832,7 @@ def _initial_network_settings(host_config: dict[str, Any]) -> dict[str, Any]:
     name = mode if not mode.startswith("container:") else None
     networks: dict[str, Any] = {}
     if name:
-        networks[name] = {
-            "IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "", "DriverOpts": None,
-            "GwPriority": 0, "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "",
-            "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-            "DNSNames": None,
-        }  # fmt: skip
+        networks[name] = empty_endpoint_settings()
     return {"Ports": {}, "Networks": networks, "SandboxID": "", "SandboxKey": ""}
 
 

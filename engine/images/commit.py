@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import errno
 import os
 import stat
 import tarfile
@@ -48,7 +47,7 @@ from engine.images.platform import host
 from engine.images.reference import Reference, repo_tag_reference
 from engine.images.repo import ImageRepo
 from engine.images.timestamps import now
-from storage.archive import OPAQUE_XATTR, export_tar
+from storage.archive import export_tar, is_opaque_dir
 
 if TYPE_CHECKING:
     from engine.containers.admin import ContainerAdmin
@@ -204,15 +203,6 @@ def child_config(
 # --- the layer -------------------------------------------------------------------------------------
 
 
-def _is_opaque(path: Path) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError as e:
-        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
-            return False
-        raise
-
-
 def init_artifacts(upper: Path, lowers: Sequence[Path]) -> frozenset[str]:
     """Upper-dir paths (relative) that dockerd's init layer would hold: empty files, symlinks or
     directories at ``fsdiff.INIT_PATHS``, and ``/etc`` or ``/dev`` when nothing else changed inside
@@ -235,7 +225,7 @@ def init_artifacts(upper: Path, lowers: Sequence[Path]) -> frozenset[str]:
             children = os.listdir(target)
         except (FileNotFoundError, NotADirectoryError):
             continue
-        if rel in found or _is_opaque(target):
+        if rel in found or is_opaque_dir(target):
             continue
         if not all(f"{rel}/{name}" in found for name in children):
             continue

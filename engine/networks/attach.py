@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from engine import errdefs, ids
 from engine.events import EventBus
-from engine.networks.service import Endpoint, NetworkService
+from engine.networks.service import Endpoint, NetworkService, empty_endpoint_settings
 from network.driver import mac_address
 from network.portmap import PortBinding, PortMapping
 
@@ -73,18 +73,6 @@ def _dns_resolver(
 
     resolver: Resolver = EmbeddedResolver(lookup, reverse, [Upstream(a) for a in upstreams])
     return resolver
-
-
-def empty_endpoint_settings(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """One entry of ``NetworkSettings.Networks`` as dockerd stores it before the container runs."""
-    cfg = cfg or {}
-    return {
-        "IPAMConfig": cfg.get("IPAMConfig") or None, "Links": cfg.get("Links") or None,
-        "Aliases": list(cfg.get("Aliases") or []) or None, "MacAddress": cfg.get("MacAddress") or "",
-        "DriverOpts": cfg.get("DriverOpts") or None, "GwPriority": cfg.get("GwPriority") or 0,
-        "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
-        "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": None,
-    }  # fmt: skip
 
 
 def network_mode(host_config: Mapping[str, Any]) -> str:
@@ -139,7 +127,6 @@ class _Sandbox:
     path: Path
     attachments: dict[str, _Attachment] = field(default_factory=dict)  # by network id
     resolver: Resolver | None = None
-    upstreams: tuple[str, ...] = ()
     mappings: list[PortMapping] = field(default_factory=list)
 
     def next_ifname(self) -> str:

@@ -125,6 +125,18 @@ def _labels_match(wanted: Sequence[str], labels: Mapping[str, str]) -> bool:
     return True
 
 
+def empty_endpoint_settings(cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One entry of ``NetworkSettings.Networks`` as dockerd stores it before the container runs."""
+    cfg = cfg or {}
+    return {
+        "IPAMConfig": cfg.get("IPAMConfig") or None, "Links": cfg.get("Links") or None,
+        "Aliases": list(cfg.get("Aliases") or []) or None, "MacAddress": cfg.get("MacAddress") or "",
+        "DriverOpts": cfg.get("DriverOpts") or None, "GwPriority": cfg.get("GwPriority") or 0,
+        "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+        "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": None,
+    }  # fmt: skip
+
+
 class NetworkService:
     def __init__(
         self,
@@ -622,13 +634,7 @@ class NetworkService:
                 return
             settings = c.network_settings.setdefault("Networks", {})
             # dockerd 20.10 replaces the endpoint settings of a stopped container silently.
-            settings[net.record.name] = {
-                "IPAMConfig": cfg.get("IPAMConfig"), "Links": cfg.get("Links"), "Aliases": cfg.get("Aliases"),
-                "MacAddress": cfg.get("MacAddress") or "", "DriverOpts": cfg.get("DriverOpts"),
-                "GwPriority": cfg.get("GwPriority") or 0, "NetworkID": net.record.id, "EndpointID": "",
-                "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0, "DNSNames": None,
-            }  # fmt: skip
+            settings[net.record.name] = {**empty_endpoint_settings(cfg), "NetworkID": net.record.id}
             # dockerd only records the config of a stopped container; "connect" comes at its start.
             await asyncio.to_thread(containers.save, c)
 
