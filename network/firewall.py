@@ -34,11 +34,15 @@ MASQUERADE then gives such packets the gateway address so the container can answ
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 from engine import errdefs
+
+log = logging.getLogger(__name__)
 
 IPTABLES = "iptables"
 IPTABLES_RESTORE = "iptables-restore"
@@ -364,8 +368,17 @@ class Firewall:
     The chains and jumps are created with the first bridge and stay, emptied, when the last one
     goes, until ``close`` (daemon shutdown), as dockerd keeps its chains: setting them up and
     tearing them down again costs about 13 and 25 iptables processes (0.1 and 0.3-0.5 s here).
-    Changes are serialised; a failed apply restores the previous desired state and raises
-    ``errdefs.Internal`` with iptables' message. ``enabled=False`` (dockerd's --iptables=false) keeps
+    Changes are serialised; a failed addition restores the previous desired state and raises
+    ``errdefs.Internal`` with iptables' message.
+
+    Removals change the desired state at once and reach the kernel in the background, in order
+    with every later change (``settle`` waits for them): iptables-nft deletes cost 15-30 ms each
+    (the kernel commits a deletion much more slowly than an insertion), which a `docker stop` of
+    a container with published ports and every `docker network rm` would otherwise wait for.
+    Nothing depends on their being gone: a removed network's bridge has no addresses left and a
+    stopped container's forwards point at an address no endpoint holds; an address given out
+    again is forwarded only after the pending deletions, which run first. A failed deletion is
+    logged, and the next change rewrites the chains. ``enabled=False`` (dockerd's --iptables=false) keeps
     the books but runs nothing; ``outbound_reject`` see ``filter_rules``.
     """
 
@@ -387,6 +400,10 @@ class Firewall:
         self._forwards: list[PortForward] = []
         self._active = False
         self._lock: asyncio.Lock | None = None
+        # What the kernel's chains were last written for; None: unknown (rewrite them next).
+        self._written: tuple[list[BridgeRules], list[PortForward]] | None = None
+        self._pending: asyncio.Task[None] | None = None
+        self._dirty = False  # removals the kernel may not have seen yet
 
     @property
     def networks(self) -> list[BridgeRules]:
@@ -402,55 +419,68 @@ class Firewall:
     async def add_network(self, rules: BridgeRules) -> None:
         async with self._locked():
             old = self._networks.get(rules.bridge)
-            before = self._state()
             self._networks[rules.bridge] = rules
             try:
                 if not self._active:
                     await self._setup()
                 else:
-                    await self._apply(before)
+                    await self._apply()
             except BaseException:
-                if old is None:
-                    del self._networks[rules.bridge]
-                else:
-                    self._networks[rules.bridge] = old
+                if self._networks.get(rules.bridge) is rules:  # not removed meanwhile
+                    if old is None:
+                        del self._networks[rules.bridge]
+                    else:
+                        self._networks[rules.bridge] = old
                 raise
 
     async def remove_network(self, bridge: str) -> None:
-        async with self._locked():
-            state = self._state()
-            if self._networks.pop(bridge, None) is None:
-                return
-            self._forwards = [f for f in self._forwards if f.bridge != bridge]
-            await self._apply(state)
+        # Not behind the lock, which may be held while an earlier change runs.
+        if self._networks.pop(bridge, None) is None:
+            return
+        self._forwards = [f for f in self._forwards if f.bridge != bridge]
+        self._apply_later()
 
     async def add_forwards(self, forwards: Sequence[PortForward]) -> None:
         async with self._locked():
             for f in forwards:
                 if f.bridge not in self._networks:
                     raise errdefs.NotFound(f"no firewall rules for bridge {f.bridge}")
-            before = list(self._forwards)
-            state = self._state()
             self._forwards += forwards
             try:
-                await self._apply(state)
+                await self._apply()
             except BaseException:
-                self._forwards = before
+                for f in forwards:  # removals may have run meanwhile: take back only these
+                    with contextlib.suppress(ValueError):
+                        self._forwards.remove(f)
                 raise
 
     async def remove_forwards(self, forwards: Sequence[PortForward]) -> None:
+        gone = set(forwards)
+        kept = [f for f in self._forwards if f not in gone]
+        if len(kept) == len(self._forwards) or not self._active:
+            return
+        self._forwards = kept
+        self._apply_later()
+
+    async def settle(self) -> None:
+        """Wait until the kernel's chains hold every change made so far."""
+        while self._pending is not None and not self._pending.done():
+            await asyncio.shield(self._pending)
+
+    def _apply_later(self) -> None:
+        self._dirty = True
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.ensure_future(self._apply_pending())
+
+    async def _apply_pending(self) -> None:
         async with self._locked():
-            gone = set(forwards)
-            kept = [f for f in self._forwards if f not in gone]
-            if len(kept) == len(self._forwards) or not self._active:
-                return
-            state = self._state()
-            before, self._forwards = self._forwards, kept
-            try:
-                await self._apply(state)
-            except BaseException:
-                self._forwards = before
-                raise
+            # Removals made while an apply runs are picked up by another round.
+            while self._dirty and self._active:
+                self._dirty = False
+                try:
+                    await self._apply()
+                except errdefs.EngineError as err:
+                    log.warning("firewall: %s", err.message)
 
     async def close(self) -> None:
         """Remove every rule and chain skiff made (daemon shutdown). Chains a crash left behind need
@@ -485,19 +515,23 @@ class Firewall:
     def _state(self) -> tuple[list[BridgeRules], list[PortForward]]:
         return self.networks, self.forwards
 
-    async def _apply(self, before: tuple[list[BridgeRules], list[PortForward]] | None = None) -> None:
-        """Make the kernel's chains match the desired state; ``before``: the state they were last
-        written for, when only insertions may be needed."""
+    async def _apply(self) -> None:
+        """Make the kernel's chains match the desired state: by a delta from what they were last
+        written for when there is one, else by rewriting them."""
         if not self.enabled:
             return
-        if before is not None:
-            delta = render_delta(self.chains, before, self._state(), self.outbound_reject)
-            if delta == "":
-                return
-            # A chain changed behind skiff's back may refuse an insertion; the rewrite repairs it.
-            if delta is not None and (await self._run(restore_argv(), delta.encode())).returncode == 0:
+        state, written = self._state(), self._written
+        self._written = None
+        if written is not None:
+            delta = render_delta(self.chains, written, state, self.outbound_reject)
+            # A chain changed behind skiff's back may refuse a delta; the rewrite repairs it.
+            if delta == "" or (
+                delta is not None and (await self._run(restore_argv(), delta.encode())).returncode == 0
+            ):
+                self._written = state
                 return
         await self._check(restore_argv(), self.render().encode())
+        self._written = state
 
     async def _setup(self) -> None:
         if not self.enabled:
@@ -533,6 +567,7 @@ class Firewall:
             await self._run(iptables_argv("filter", "-F", self.chains.user), None)
             await self._run(iptables_argv("filter", "-X", self.chains.user), None)
         self._active = False
+        self._written = None
 
     async def _delete_all(self, rule: JumpRule) -> None:
         for _ in range(16):  # a crash may have left duplicates

@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import signal
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -113,6 +114,18 @@ class Reaper:
         loop.add_reader(pidfd, self._on_exit, pid)
         self._ensure_sweeper(loop)
         return future
+
+    def send_signal(self, pid: int, sig: int) -> bool:
+        """Signal a watched ``pid`` through its pidfd, which cannot reach a reused pid; False
+        when ``pid`` is not watched or has already exited."""
+        entry = self._watched.get(pid)
+        if entry is None:
+            return False
+        try:
+            signal.pidfd_send_signal(entry[0], sig)
+        except ProcessLookupError:
+            return False
+        return True
 
     def _on_exit(self, pid: int) -> None:
         entry = self._watched.get(pid)

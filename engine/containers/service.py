@@ -481,17 +481,17 @@ class ContainerService:
                 await live.close(after=record_exit)
                 self.live.pop(c.id, None)
                 # dockerd deletes the task before it publishes "die" (compose's attached `up`
-                # depends on that order), then releases network and mounts.
-                with contextlib.suppress(errdefs.EngineError):
-                    await live.task.delete(True)
+                # depends on that order), then releases network and mounts. The rootfs is
+                # unmounted beside the task's deletion: runc's delete does not look at it, and no
+                # event tells when it goes.
+                await asyncio.gather(self._delete_task(live), self._release_rootfs(c, bundle))
                 if status.oom_killed:
                     self.publish(c, "oom")
                 self.publish(
                     c, "die", {"exitCode": str(status.code), "execDuration": _exec_duration(started_at)}
                 )
-                # Independent of each other, so side by side; dockerd's disconnect events follow "die".
-                await asyncio.gather(self._release_rootfs(c, bundle), self._release_network(c))
-                await self.mounts.teardown(c)  # dockerd's unmount events follow "die"
+                await self._release_network(c)  # dockerd's disconnect events follow "die"
+                await self.mounts.teardown(c)  # and so do its unmount events
                 self._wake(c.id, "exit", WaitResult(status.code))
         finally:
             live.exited.set()
@@ -502,6 +502,11 @@ class ContainerService:
             self._restart_timers[c.id] = self.spawn(self._restart_later(c, delay))
         elif c.host_config.get("AutoRemove") and not live.manual_restart:
             await self._auto_remove(c)
+
+    @staticmethod
+    async def _delete_task(live: LiveContainer) -> None:
+        with contextlib.suppress(errdefs.EngineError):
+            await live.task.delete(True)
 
     async def _release_rootfs(self, c: Container, bundle: Bundle) -> None:
         try:

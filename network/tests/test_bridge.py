@@ -121,6 +121,7 @@ async def test_rules_of_a_network_and_internal_networks(env: Env):
     for ep in (d, e):
         await env.driver.delete_endpoint(internal.network_id, ep.endpoint_id)
     await env.driver.delete_network(internal.network_id)
+    await env.driver.firewall.settle()  # rules are deleted in the background
     rules = iptables_lines()
     assert not any(br2 in line for line in rules)
     assert any(br1 in line for line in rules)
@@ -162,6 +163,7 @@ async def test_published_ports_reach_the_sandbox_from_loopback(env: Env):
 
         await env.driver.unpublish_ports(net.network_id, web.endpoint_id)
         assert env.driver.ports.allocated() == []
+        await env.driver.firewall.settle()
         assert not any("DNAT" in line and env.tag.chains.prefix in line for line in iptables_lines())
         assert tcp_fetch(None, "127.0.0.1", loop.host_port, timeout=1) in (
             "ConnectionRefusedError",
@@ -315,6 +317,7 @@ async def test_added_bridges_and_ports_are_inserted_where_a_rewrite_puts_them(en
     assert any("DNAT" in ln for ln in rendered_chain_rules(fw)[("nat", fw.chains.ports)])
 
     await env.driver.unpublish_ports(third.network_id, web.endpoint_id)
+    await fw.settle()
     changes = [ln for ln in inputs[-1].splitlines() if ln not in ("*filter", "*nat", "COMMIT")]
     assert changes and all(ln.startswith("-D ") for ln in changes)  # deletions only, no rewrite
     assert await asyncio.to_thread(owned_chain_rules, fw.chains) == rendered_chain_rules(fw)
@@ -349,7 +352,8 @@ async def test_an_endpoint_whose_sandbox_went_first_goes_with_the_namespace(
 
 async def test_a_bridge_named_after_its_network_frees_its_subnet_before_it_is_gone(env: Env):
     """br-<id> is deleted in the background (a netdev unregisters after RCU grace periods), but its
-    addresses and rules go before delete_network returns, and close waits for the link."""
+    addresses go before delete_network returns, its rules right after (``settle`` waits for them),
+    and close waits for the link."""
     pool = env.ipam.request_pool()
     nid = f"{env.tag.hex}auto".ljust(64, "0")
     name = f"br-{nid[:12]}"
@@ -362,6 +366,7 @@ async def test_a_bridge_named_after_its_network_frees_its_subnet_before_it_is_go
             ["ip", "-4", "route", "show", str(pool.subnet)], capture_output=True, text=True
         )
         assert name not in routes.stdout
+        await env.driver.firewall.settle()
         assert not any(name in line for line in iptables_lines())
         await env.driver.close()
         assert name not in links()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
@@ -253,12 +254,15 @@ class Recorder:
         self.user_rules = ["-A SKIFF-USER -j RETURN"]
         self.user_exists = False
         self.fail_restore = False
+        self.hold: asyncio.Event | None = None  # set: restores wait for it
 
     async def __call__(self, argv: Sequence[str], stdin: bytes | None) -> CommandResult:
         argv = list(argv)
         self.calls.append(argv)
         if argv[0] == "iptables-restore":
             self.stdin.append((stdin or b"").decode())
+            if self.hold is not None:
+                await self.hold.wait()
             return CommandResult(
                 1 if self.fail_restore else 0, b"", b"restore failed" if self.fail_restore else b""
             )
@@ -308,6 +312,7 @@ async def test_first_network_sets_up_close_tears_down():
     assert "--to-destination 172.17.0.2:80" in rec.stdin[-1]
     await fw.remove_network("skiff0")  # takes its forwards with it
     assert fw.forwards == []
+    await fw.settle()
     # deleted rule by rule: what it ran leaves no rule of skiff0
     ran = [ln for ln in rec.stdin[-1].splitlines() if "skiff0" in ln]
     assert ran and all(ln.startswith("-D ") for ln in ran)
@@ -316,6 +321,7 @@ async def test_first_network_sets_up_close_tears_down():
     # The last network empties the chains; they and the jumps stay until close, as dockerd's do.
     rec.calls.clear()
     await fw.remove_network("br-0123456789ab")
+    await fw.settle()
     assert rec.calls == [["iptables-restore", "-w", "--noflush"]]
     assert rule_lines(rec.stdin[-1]) == []  # its rules deleted one by one, nothing rewritten
     assert rule_lines(fw.render()) == [
@@ -378,6 +384,7 @@ async def test_remove_forwards_only_touches_known_ones():
     assert len(rec.calls) == count  # nothing to change, nothing run
     await fw.remove_forwards([DNS])
     assert fw.forwards == []
+    await fw.settle()
     ran = [ln for ln in rec.stdin[-1].splitlines() if ln.startswith(("-", ":"))]
     assert ran and all(ln.startswith("-D ") for ln in ran)
     assert "DNAT" not in fw.render()
@@ -411,6 +418,7 @@ async def test_outbound_reject_comes_first_for_every_bridge():
         "-A SKIFF-FORWARD -j SKIFF-ISOLATION-STAGE-1",
     ]
     await fw.remove_network(INTERNAL.bridge)
+    await fw.settle()
     # the bridge's reject goes with its rules
     assert f"-D SKIFF-FORWARD -i br-internal0 -o eth0 {comment}" in rec.stdin[-1].splitlines()
     assert "br-internal0" not in fw.render()
@@ -428,3 +436,56 @@ async def test_reset_removes_a_predecessors_jumps_and_chains():
     for table, chain in CH.owned():
         assert ["iptables", "-w", "-t", table, "-X", chain] in rec.calls
     assert not any(c[0] == "iptables-restore" for c in rec.calls)
+
+
+async def test_removals_reach_the_kernel_later_and_in_order():
+    rec = Recorder()
+    fw = Firewall(rec)
+    await fw.add_network(NET)
+    await fw.add_forwards([DNS])
+    count = len(rec.calls)
+    await fw.remove_forwards([DNS])
+    assert fw.forwards == [] and len(rec.calls) == count  # the books at once, the kernel later
+    await fw.add_forwards([DNS])  # the same address again, before the deletion ran
+    await fw.settle()
+    assert len(rec.calls) == count  # the kernel already holds that state: nothing to run
+    await fw.remove_network(NET.bridge)
+    await fw.remove_forwards([DNS])  # already gone with its bridge
+    await fw.settle()
+    assert "-D " in rec.stdin[-1] and NET.bridge not in fw.render()
+
+
+async def test_a_failed_removal_is_logged_and_the_next_change_rewrites(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rec = Recorder()
+    fw = Firewall(rec)
+    await fw.add_network(NET)
+    await fw.add_network(DEFAULT)
+    rec.fail_restore = True
+    await fw.remove_network(DEFAULT.bridge)
+    await fw.settle()
+    assert "restore failed" in caplog.text and fw.networks == [NET]
+    rec.fail_restore = False
+    await fw.add_forwards([DNS])
+    assert rec.stdin[-1] == fw.render()  # not a delta from a state the kernel may not hold
+
+
+async def test_removals_during_a_running_apply_are_not_held_up_nor_lost():
+    rec = Recorder()
+    fw = Firewall(rec)
+    await fw.add_network(NET)
+    await fw.add_network(DEFAULT)
+    await fw.add_forwards([DNS, WEB])
+    rec.hold = asyncio.Event()
+    await fw.remove_forwards([DNS])
+    await asyncio.sleep(0)  # its deletion is now running, and held
+    assert len(rec.stdin) == 4 and "-D " in rec.stdin[-1]
+    # Neither waits for the running one; the kernel gets them in a second round.
+    await asyncio.wait_for(fw.remove_network(DEFAULT.bridge), 1)
+    assert fw.forwards == [] and fw.networks == [NET]
+    rec.hold.set()
+    await fw.settle()
+    changes = [ln for ln in rec.stdin[-1].splitlines() if ln.startswith("-")]
+    assert len(rec.stdin) == 5 and changes and all(ln.startswith("-D ") for ln in changes)
+    assert any("skiff0" in ln for ln in changes) and not any("5353" in ln for ln in changes)

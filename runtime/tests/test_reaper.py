@@ -84,6 +84,23 @@ def test_watch_reports_the_killing_signal() -> None:
     asyncio.run(main())
 
 
+def test_send_signal_reaches_only_a_watched_live_process() -> None:
+    async def main() -> None:
+        reaper = Reaper()
+        try:
+            pid = spawn_orphan("import time; time.sleep(30)")
+            assert not reaper.send_signal(pid, 15)  # not watched: the caller falls back to runc
+            waiting = reaper.watch(pid)
+            assert reaper.send_signal(pid, 15)
+            exit_ = await asyncio.wait_for(waiting, 10)
+            assert (exit_.code, exit_.signal) == (143, 15)
+            assert not reaper.send_signal(pid, 15)  # reaped and forgotten
+        finally:
+            await reaper.close()
+
+    asyncio.run(main())
+
+
 def _is_zombie_child(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

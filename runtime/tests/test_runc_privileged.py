@@ -576,3 +576,37 @@ def test_fast_exec_errors_match_runc(runc_env: RuncEnv) -> None:
 
     run(runc_env, scenario)
     assert zombie_children() == []
+
+
+def test_start_through_the_exec_fifo_is_what_runc_start_does(runc_env: RuncEnv) -> None:
+    """runc itself reports a container the fast start released as running; an init that died
+    before its start gets `runc start`'s own answer, with or without the fast path."""
+
+    async def scenario(rt: OciRuntime) -> None:
+        assert rt.fast_start
+        cid, bundle = runc_env.bundle(["sleep", "100"])
+        task = await rt.create(cid, bundle.path, IOSpec())
+        assert (await rt.state(cid))["status"] == "created"
+        await task.start()
+        assert not (rt.root / cid / "exec.fifo").exists()
+        state = await rt.state(cid)
+        assert (state["status"], state["pid"]) == ("running", task.pid)
+        assert Path(f"/proc/{task.pid}/comm").read_text().strip() == "sleep"
+        await task.kill(signal.SIGKILL)
+        assert (await task.wait()).code == 137
+        await task.delete()
+
+        messages = []
+        for fast in (True, False):
+            rt.fast_start = fast
+            cid, bundle = runc_env.bundle(["true"])
+            task = await rt.create(cid, bundle.path, IOSpec())
+            os.kill(task.pid, signal.SIGKILL)
+            await task.wait()
+            with pytest.raises(errdefs.EngineError) as err:
+                await task.start()
+            messages.append((type(err.value), err.value.message))
+            await task.delete()
+        assert messages[0] == messages[1]
+
+    run(runc_env, scenario)
