@@ -490,6 +490,7 @@ class Firewall:
             self._forwards.clear()
             if self._active:
                 await self._teardown()
+        await self.settle()  # a queued round of removals finds nothing left to do
 
     async def reset(self) -> None:
         """Remove this prefix's jumps and chains whether or not this object made them: what a

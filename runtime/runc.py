@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine import errdefs
-from runtime import cgroups, execfifo, fastexec
+from runtime import cgroups, execfifo, fastexec, statedir
 from runtime.bundle import Bundle
 from runtime.reaper import ChildExit, Reaper, set_child_subreaper
 from runtime.runc_cli import (
@@ -121,13 +121,14 @@ class OciRuntime:
         reaper: Reaper | None = None,
         cgroup_layout: cgroups.CgroupLayout | None = None,
         fast_exec: bool = True,
-        fast_start: bool = True,
+        fast_lifecycle: bool = True,
     ) -> None:
         self.binary = binary
         # runc's own exec costs two Go start-ups; for runc the helper does the same job faster.
         self.fast_exec = fastexec.FastExec() if fast_exec and Path(binary).name == "runc" else None
-        # runc's start is its exec fifo (execfifo.py); other runtimes keep their own.
-        self.fast_start = fast_start and Path(binary).name == "runc"
+        # runc's start and its delete of a stopped container are done without it (execfifo.py,
+        # statedir.py); other runtimes keep their own.
+        self.fast_lifecycle = fast_lifecycle and Path(binary).name == "runc"
         self.root = root
         # Not inside --root: runc treats every directory there as a container's state.
         self.log_dir = log_dir if log_dir is not None else root.with_name(root.name + "-log")
@@ -389,7 +390,7 @@ class RuncTask:
         return status
 
     async def start(self) -> None:
-        if self._runtime.fast_start:
+        if self._runtime.fast_lifecycle:
             with contextlib.suppress(execfifo.FifoUnavailable):
                 await execfifo.release(execfifo.fifo_path(self._runtime.root, self._id), self._done)
                 return
@@ -529,9 +530,10 @@ class RuncTask:
             raise command_error(result.message)
 
     async def delete(self, force: bool = False) -> None:
-        result = await self._runtime._run(delete_args(self._id, force))
-        if result.returncode != 0 and "does not exist" not in result.message:
-            raise command_error(result.message)
+        if not await self._delete_stopped():
+            result = await self._runtime._run(delete_args(self._id, force))
+            if result.returncode != 0 and "does not exist" not in result.message:
+                raise command_error(result.message)
         if force and not self._done.done():
             # runc delete --force SIGKILLs the init; let the exit be reaped and recorded.
             with contextlib.suppress(TimeoutError):
@@ -540,6 +542,12 @@ class RuncTask:
         for process in self._execs:  # exec stdio the engine did not close itself
             process.stdio.close()
         self._execs.clear()
+
+    async def _delete_stopped(self) -> bool:
+        # Only once the init's exit is reaped: runc would call the container stopped too.
+        if not self._runtime.fast_lifecycle or self._status is None or not self._facts.own_pid_namespace:
+            return False
+        return await asyncio.to_thread(statedir.delete_stopped, self._runtime.root / self._id)
 
 
 if TYPE_CHECKING:

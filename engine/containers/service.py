@@ -42,7 +42,7 @@ from engine.networks.service import empty_endpoint_settings
 from engine.system import ContainerCounts
 from runtime.bundle import Bundle
 from runtime.cgroups import cgroups_path
-from runtime.types import ConsoleSize, IOSpec, Runtime, StartError, parse_signal
+from runtime.types import ConsoleSize, IOSpec, Runtime, StartError, Task, parse_signal
 from storage import mount as mounts
 
 if TYPE_CHECKING:
@@ -283,14 +283,29 @@ class ContainerService:
         volume_mounts = await self.mounts.setup(c, undo)
         return user, volume_mounts
 
-    async def _network_sandbox(self, c: Container, undo: AsyncExitStack) -> str | None:
-        """The netns of the OCI spec: "host", another container's, or a sandbox made for this one."""
+    async def _network_sandbox(self, c: Container, undo: AsyncExitStack) -> tuple[str | None, bool]:
+        """The netns of the OCI spec: "host", another container's, or a sandbox made for this one
+        (then True: it is still to be wired)."""
         netns = self._netns_path(c)
         if netns is not None or self.networking is None:
-            return netns
-        path = await self.networking.setup(c)
+            return netns, False
+        path = await self.networking.create_sandbox(c)
+        if path is None:
+            return None, False
         undo.push_async_callback(self.networking.teardown, c)
-        return str(path) if path is not None else None
+        return str(path), True
+
+    async def _wire_network(self, c: Container) -> None:
+        """The sandbox's interfaces, ports and DNS, then the files that name the address."""
+        assert self.networking is not None
+        await self.networking.wire(c)
+        # Bind-mounted by the runtime already: rewritten in place.
+        await self._write_container_files(c, in_place=True)
+
+    async def _create_task(self, c: Container, bundle: Bundle, io: IOSpec, undo: AsyncExitStack) -> Task:
+        task = await self.runtime.create(c.id, bundle.path, io)
+        undo.push_async_callback(task.delete, True)
+        return task
 
     def _netns_path(self, c: Container) -> str | None:
         mode = str(c.host_config.get("NetworkMode") or "")
@@ -316,10 +331,11 @@ class ContainerService:
                 undo.push_async_callback(remove_bundle, bundle)
                 # The network and the root filesystem do not depend on each other: made side by
                 # side, each registering its own undo step, and both finished before any unwinding.
-                netns, (user, volume_mounts) = await _all_or_raise(
+                (netns, to_wire), (user, volume_mounts) = await _all_or_raise(
                     self._network_sandbox(c, undo), self._prepare_rootfs(c, rootfs, undo)
                 )
-                await self._write_container_files(c)  # /etc/hosts needs the container's address
+                # Written before the sandbox has its address, which is added once it has one.
+                await self._write_container_files(c)
                 spec = build_spec(
                     c.config,
                     c.host_config,
@@ -343,8 +359,12 @@ class ContainerService:
                 await asyncio.to_thread(bundle.write_config, spec)
                 size = _console(c.host_config.get("ConsoleSize"))
                 io = IOSpec(tty=c.tty, stdin=bool(c.config.get("OpenStdin")), console_size=size)
-                task = await self.runtime.create(c.id, bundle.path, io)
-                undo.push_async_callback(task.delete, True)
+                # The runtime makes the container in the empty namespace while the network fills
+                # it: nothing runs in there before ``task.start``.
+                task, _ = await _all_or_raise(
+                    self._create_task(c, bundle, io, undo),
+                    self._wire_network(c) if to_wire else _nothing(),
+                )
                 live = LiveContainer.open(c, task)
                 undo.push_async_callback(live.abort)
                 self.live[c.id] = live
@@ -839,6 +859,10 @@ def _initial_network_settings(host_config: dict[str, Any]) -> dict[str, Any]:
     if name:
         networks[name] = empty_endpoint_settings()
     return {"Ports": {}, "Networks": networks, "SandboxID": "", "SandboxKey": ""}
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def _all_or_raise(first: Awaitable[T1], second: Awaitable[T2]) -> tuple[T1, T2]:

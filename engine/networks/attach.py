@@ -197,33 +197,46 @@ class ContainerNetworking:
     async def setup(self, c: Any) -> Path | None:
         """Make the sandbox and every endpoint of ``c``; the netns path for its OCI spec (None for
         ``host`` and ``container:`` modes, which use another namespace). Undone on failure."""
+        path = await self.create_sandbox(c)
+        if path is not None:
+            try:
+                await self.wire(c)
+            except BaseException:
+                await self.teardown(c)
+                raise
+        return path
+
+    async def create_sandbox(self, c: Any) -> Path | None:
+        """Only the (empty) network namespace of ``c``, for its OCI spec: the runtime can create the
+        container in it while ``wire`` fills it. None for ``host`` and ``container:`` modes."""
         mode = network_mode(c.host_config)
         if mode == "host" or mode.startswith("container:"):
             return None
         await self.teardown(c)  # a leftover of a previous run (restart after a failed cleanup)
-        settings = c.network_settings
         sandbox_id = ids.new_id()
         path = await asyncio.to_thread(self.sandboxes.create, sandbox_id[:12])
-        sb = _Sandbox(c.id, sandbox_id, path)
-        self._live[c.id] = sb
-        try:
-            settings["SandboxID"], settings["SandboxKey"] = sandbox_id, str(path)
-            names = list((settings.get("Networks") or {}).keys())
-            primary = names[0] if names else None
-            for name in names:
-                if name == "none":
-                    self.networks.record(name)  # the pre-defined none network: lo only
-                    continue
-                await self._attach(c, sb, name, default_route=name == primary)
-            bindings = port_bindings(c.config, c.host_config)
-            if bindings:
-                await self._publish(c, sb, bindings)
-            settings["Ports"] = ports_view(c.config, c.host_config, sb.mappings)
-            await self._start_dns(c, sb)
-        except BaseException:
-            await self.teardown(c)
-            raise
+        self._live[c.id] = _Sandbox(c.id, sandbox_id, path)
+        c.network_settings["SandboxID"], c.network_settings["SandboxKey"] = sandbox_id, str(path)
         return path
+
+    async def wire(self, c: Any) -> None:
+        """Every endpoint of ``c`` in the sandbox ``create_sandbox`` made, its ports and its DNS
+        server. On failure what was made stays for ``teardown``: the runtime may be using the
+        namespace meanwhile."""
+        sb = self._live[c.id]
+        settings = c.network_settings
+        names = list((settings.get("Networks") or {}).keys())
+        primary = names[0] if names else None
+        for name in names:
+            if name == "none":
+                self.networks.record(name)  # the pre-defined none network: lo only
+                continue
+            await self._attach(c, sb, name, default_route=name == primary)
+        bindings = port_bindings(c.config, c.host_config)
+        if bindings:
+            await self._publish(c, sb, bindings)
+        settings["Ports"] = ports_view(c.config, c.host_config, sb.mappings)
+        await self._start_dns(c, sb)
 
     async def teardown(self, c: Any) -> None:
         """Remove what ``setup`` made; best effort, every step is tried. Keeps dockerd's stopped view."""

@@ -583,7 +583,7 @@ def test_start_through_the_exec_fifo_is_what_runc_start_does(runc_env: RuncEnv) 
     before its start gets `runc start`'s own answer, with or without the fast path."""
 
     async def scenario(rt: OciRuntime) -> None:
-        assert rt.fast_start
+        assert rt.fast_lifecycle
         cid, bundle = runc_env.bundle(["sleep", "100"])
         task = await rt.create(cid, bundle.path, IOSpec())
         assert (await rt.state(cid))["status"] == "created"
@@ -598,7 +598,7 @@ def test_start_through_the_exec_fifo_is_what_runc_start_does(runc_env: RuncEnv) 
 
         messages = []
         for fast in (True, False):
-            rt.fast_start = fast
+            rt.fast_lifecycle = fast
             cid, bundle = runc_env.bundle(["true"])
             task = await rt.create(cid, bundle.path, IOSpec())
             os.kill(task.pid, signal.SIGKILL)
@@ -608,5 +608,40 @@ def test_start_through_the_exec_fifo_is_what_runc_start_does(runc_env: RuncEnv) 
             messages.append((type(err.value), err.value.message))
             await task.delete()
         assert messages[0] == messages[1]
+
+    run(runc_env, scenario)
+
+
+def test_delete_of_a_stopped_container_is_what_runc_delete_does(runc_env: RuncEnv) -> None:
+    """Without a runc process (statedir.py): runc no longer knows the container and its cgroups
+    are gone in every hierarchy; a container still running is left to runc."""
+
+    async def scenario(rt: OciRuntime) -> None:
+        ran: list[list[str]] = []
+        real_run = rt._run
+
+        async def recording(args: list[str], **kw: Any) -> Any:
+            ran.append(list(args))
+            return await real_run(args, **kw)
+
+        rt._run = recording  # type: ignore[method-assign]
+        cid, bundle = runc_env.bundle(["sh", "-c", "sleep 0.1"])
+        task = await rt.create(cid, bundle.path, IOSpec())
+        await task.start()
+        assert (await task.wait()).code == 0
+        cgroup_dirs = rt.cgroup_layout.all_dirs(runc_env.cgroup_path(cid))
+        assert cgroup_dirs and any(d.exists() for d in cgroup_dirs)
+        await task.delete(True)
+        assert not any(a[:1] == ["delete"] for a in ran), ran
+        assert cid not in await rt.list_ids()
+        assert not (rt.root / cid).exists() and not any(d.exists() for d in cgroup_dirs)
+
+        cid, bundle = runc_env.bundle(["sleep", "100"])
+        task = await rt.create(cid, bundle.path, IOSpec())
+        await task.start()
+        await task.delete(True)  # running: runc's --force kills it
+        assert ["delete", "--force", cid] in ran
+        assert (await task.wait()).code == 137
+        assert cid not in await rt.list_ids()
 
     run(runc_env, scenario)

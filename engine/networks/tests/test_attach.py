@@ -394,6 +394,38 @@ def test_setup_twice_replaces_the_leftover_sandbox(rig: Rig) -> None:
     run(body())
 
 
+def test_the_sandbox_exists_before_it_is_wired(rig: Rig) -> None:
+    """The runtime creates the container in the namespace while ``wire`` fills it."""
+
+    async def body() -> None:
+        await rig.start()
+        await rig.network("front", "10.10.0.0/24")
+        c = rig.container("web", mode="front")
+        path = await rig.net.create_sandbox(c)
+        assert path is not None and rig.sandboxes.list() == [path.name]
+        assert c.network_settings["SandboxKey"] == str(path)
+        assert rig.net.address_of(c) is None and rig.svc.endpoints("front") == []
+        await rig.net.wire(c)
+        assert rig.net.address_of(c) == "10.10.0.2" and len(rig.bridge.endpoints) == 1
+        await rig.net.teardown(c)
+        assert rig.sandboxes.list() == []
+
+        # A failed wiring leaves the namespace the runtime may be creating the container in:
+        # the caller's teardown, once the runtime is done, removes it with the rest.
+        await rig.network("back", "10.20.0.0/24")
+        c = rig.container("two", mode="front", endpoints={"front": {}, "back": {}})
+        path = await rig.net.create_sandbox(c)
+        assert path is not None
+        rig.bridge.fail_next("join", errdefs.Internal("cannot add veth"))
+        with pytest.raises(errdefs.Internal):
+            await rig.net.wire(c)
+        assert rig.sandboxes.list() == [path.name]
+        await rig.net.teardown(c)
+        assert_nothing_left(rig, c)
+
+    run(body())
+
+
 def test_ports_view_and_publishing(rig: Rig) -> None:
     async def body() -> None:
         await rig.start()
