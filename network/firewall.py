@@ -531,7 +531,9 @@ class Firewall:
             ):
                 self._written = state
                 return
-        await self._check(restore_argv(), self.render().encode())
+        networks, forwards = state
+        rendered = render_restore(self.chains, networks, forwards, self.outbound_reject)
+        await self._check(restore_argv(), rendered.encode())
         self._written = state
 
     async def _setup(self) -> None:

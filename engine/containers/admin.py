@@ -200,7 +200,7 @@ class ContainerAdmin:
         data: dict[str, str] = {}
         if lowers:
             data["LowerDir"] = ":".join(lowers)
-        data["MergedDir"] = str(self.containers.bundles / c.id / "rootfs")
+        data["MergedDir"] = str(self.containers.bundle(c.id).rootfs)
         data["UpperDir"] = str(upper)
         data["WorkDir"] = str(upper.parent / "work")
         return {"Data": data, "Name": "overlay2"}
@@ -396,7 +396,7 @@ class ContainerAdmin:
             raise errdefs.Conflict(f"You cannot export container {c.id} which is Dead")
         if c.state.status == "removing":
             raise errdefs.Conflict(f"You cannot export container {c.id} which is being removed")
-        live_rootfs = self.containers.bundles / c.id / "rootfs"
+        live_rootfs = self.containers.bundle(c.id).rootfs
         scratch = self.containers.bundles.parent / "export"
         snapshotter = self._snapshotter
 

@@ -328,7 +328,7 @@ class ContainerArchive:
 
     def _open_root(self, c: Container, *, write: bool) -> int:
         """A directory descriptor of the container's root file system (see the module docstring)."""
-        rootfs = self.containers.bundles / c.id / "rootfs"
+        rootfs = self.containers.bundle(c.id).rootfs
         if c.id in self.containers.live and mounts.is_mounted(rootfs):
             return os.open(rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         snapshotter = self.containers.layers.snapshotter

@@ -470,7 +470,7 @@ class ExecService:
 
     async def _base_spec(self, c: Container) -> dict[str, Any]:
         try:
-            spec = await asyncio.to_thread(read_json, self._containers.bundles / c.id / "config.json")
+            spec = await asyncio.to_thread(read_json, self._containers.bundle(c.id).config_path)
         except (OSError, ValueError) as err:
             raise errdefs.Internal(f"cannot read the spec of container {c.id}: {err}") from err
         if not isinstance(spec, dict) or not isinstance(spec.get("process"), dict):
@@ -478,7 +478,7 @@ class ExecService:
         return spec
 
     async def _resolve_user(self, c: Container, user: str) -> ResolvedUser:
-        rootfs = self._containers.bundles / c.id / "rootfs"
+        rootfs = self._containers.bundle(c.id).rootfs
         group_add = [str(g) for g in c.host_config.get("GroupAdd") or []]
         return await asyncio.to_thread(resolve_user, user, Path(rootfs), group_add)
 

@@ -161,6 +161,10 @@ class ContainerService:
     def save(self, c: Container) -> None:
         self.store.save(c)
 
+    def bundle(self, cid: str) -> Bundle:
+        """The OCI bundle of container ``cid`` (its rootfs is mounted there while it runs)."""
+        return Bundle(self.bundles / cid)
+
     def store_has(self, cid: str) -> bool:
         try:
             return self.store.get(cid).id == cid
@@ -323,7 +327,7 @@ class ContainerService:
 
     async def _start_locked(self, c: Container) -> None:
         """Mount, write the bundle, create and start the task; undo everything on failure."""
-        bundle = Bundle(self.bundles / c.id)
+        bundle = self.bundle(c.id)
         rootfs = bundle.rootfs
         async with AsyncExitStack() as undo:
             try:

@@ -27,6 +27,7 @@ import zstandard
 from engine import errdefs
 from engine.containers.archive import ContainerArchive, PathStat, overlays_for
 from engine.containers.model import Container
+from runtime.bundle import Bundle
 from storage.fsroot import Overlay
 
 CID = "c" * 64
@@ -64,6 +65,9 @@ class StubContainers:
         self.timeline: list[str] = []  # container and volume events, in order
         self.mounts = StubMounts(self.timeline)
         self._lock = asyncio.Lock()
+
+    def bundle(self, cid: str) -> Bundle:
+        return Bundle(self.bundles / cid)
 
     def get(self, ref: str) -> Container:
         if ref not in ("box", CID, CID[:12]):

@@ -29,6 +29,7 @@ import pytest
 from engine import errdefs
 from engine.containers.archive import ContainerArchive
 from engine.containers.model import Container
+from runtime.bundle import Bundle
 from storage.mount import mount_all, unmount
 from storage.snapshots import OverlaySnapshotter
 
@@ -89,6 +90,9 @@ class Box:
         self.archive = ContainerArchive(cast(Any, self))
 
     # what ContainerArchive uses of ContainerService
+    def bundle(self, cid: str) -> Bundle:
+        return Bundle(self.bundles / cid)
+
     def get(self, ref: str) -> Container:
         if ref != "box":
             raise errdefs.no_such_container(ref)
