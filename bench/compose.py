@@ -30,38 +30,24 @@ a daemon in use would have: then no `down -v` removes the daemon's last network.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import datetime
-import importlib.util
-import json
-import os
-import platform
 import secrets
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, bench/ comes first on sys.path, where bench/network.py would shadow the `network`
-# package that tools/testdaemon.py imports: the repository root goes there instead.
+# As a script, bench/ heads sys.path: the repository root goes there instead (see bench/benchkit.py).
 if sys.path and Path(sys.path[0]).resolve() == ROOT / "bench":
     sys.path[0] = str(ROOT)
-RESULTS = ROOT / "bench" / "results"
+
+from bench import benchkit  # noqa: E402
+from bench.benchkit import check, docker  # noqa: E402
+
 SCENARIOS = ROOT / "compat-tests" / "compose"
-BUSYBOX_TAR = ROOT / ".test-image" / "busybox.tar"
-IMAGE = "busybox:latest"
 PROJECT_LABEL = "com.docker.compose.project"
-DOCKER_CLI = (
-    "/usr/local/bin/docker" if os.access("/usr/local/bin/docker", os.X_OK) else shutil.which("docker")
-)
 # Per scenario: environment for the compose file's interpolation (WEB_PORT is added per run).
 SCENARIO_ENV: dict[str, dict[str, str]] = {
     "web": {},
@@ -95,56 +81,12 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 4) if values else None
 
 
-def load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def cli_env(host: str, extra: dict[str, str] | None = None) -> dict[str, str]:
-    if not host.startswith("unix://"):
-        raise SystemExit(f"only unix:// hosts are benchmarked (loopback only), got {host}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_"))}
-    env.update(DOCKER_HOST=host, DOCKER_CLI_HINTS="false", **(extra or {}))
-    return env
-
-
-def docker(
-    host: str, *args: str, env: dict[str, str] | None = None, timeout: int = 120
-) -> subprocess.CompletedProcess[bytes]:
-    assert DOCKER_CLI is not None, "no docker CLI"
-    return subprocess.run(
-        [DOCKER_CLI, *args],
-        env=env or cli_env(host),
-        capture_output=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def check(res: subprocess.CompletedProcess[bytes]) -> str:
-    if res.returncode != 0:
-        raise RuntimeError(
-            f"{res.args[1:]}: rc={res.returncode}: {res.stderr.decode(errors='replace').strip()}"
-        )
-    return res.stdout.decode()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def prepare(target: Target, token: str) -> None:
     target.server = check(docker(target.host, "version", "--format", "{{.Server.Version}}")).strip()
-    if docker(target.host, "image", "inspect", IMAGE).returncode != 0:
-        check(docker(target.host, "load", "-i", str(BUSYBOX_TAR)))
+    if docker(target.host, "image", "inspect", benchkit.IMAGE).returncode != 0:
+        check(docker(target.host, "load", "-i", str(benchkit.BUSYBOX_TAR)))
     target.image = f"skiff-bench-compose-{token}:latest"
-    check(docker(target.host, "tag", IMAGE, target.image))
+    check(docker(target.host, "tag", benchkit.IMAGE, target.image))
 
 
 def leftovers(target: Target, project: str) -> list[str]:
@@ -156,9 +98,9 @@ def leftovers(target: Target, project: str) -> list[str]:
 
 
 def one_run(target: Target, scenario: str, project: str) -> None:
-    env = cli_env(target.host, {"SKIFF_TEST_IMAGE": target.image, **SCENARIO_ENV[scenario]})
+    env = benchkit.docker_env(target.host, SKIFF_TEST_IMAGE=target.image, **SCENARIO_ENV[scenario])
     if scenario == "web":
-        env["WEB_PORT"] = str(free_port())
+        env["WEB_PORT"] = str(benchkit.free_port())
     base = [
         "compose",
         "--ansi",
@@ -188,20 +130,6 @@ def one_run(target: Target, scenario: str, project: str) -> None:
             target.errors.append(f"{project}: left behind {left}")
 
 
-@contextlib.contextmanager
-def daemon_host(host: str | None) -> Iterator[str]:
-    if host:
-        yield host
-        return
-    testdaemon = load_tool("testdaemon")
-    with testdaemon.SkiffDaemon(log_level="info") as proc:
-        yield proc.host
-
-
-def ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}x" if a and b else "-"
-
-
 def table(target: Target, reference: Target | None) -> str:
     t, r = target.medians(), reference.medians() if reference else {}
     ref_name = reference.server if reference else "-"
@@ -215,29 +143,25 @@ def table(target: Target, reference: Target | None) -> str:
             a = t[scenario][key]
             b = r[scenario][key] if r else None
             shown = [v if v is not None else "-" for v in (a, b)]
-            lines.append(f"{f'{scenario}: {label}':<28} {shown[0]:>12} {shown[1]:>14} {ratio(a, b):>10}")
+            row = f"{f'{scenario}: {label}':<28} {shown[0]:>12} {shown[1]:>14}"
+            lines.append(f"{row} {benchkit.ratio(a, b):>10}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--host", help="daemon to measure (default: a throw-away skiffd)")
-    parser.add_argument(
-        "--reference", help="second daemon measured in the same run, e.g. the reference dockerd"
-    )
+    parser = benchkit.arg_parser(__doc__)
+    benchkit.add_daemon_options(parser)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument(
         "--spare-network",
         action="store_true",
         help="keep one more bridge network of the run's own on each daemon meanwhile (a daemon in use)",
     )
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--results-dir", type=Path, default=benchkit.RESULTS)
     args = parser.parse_args(argv)
     token = secrets.token_hex(4)
 
-    with daemon_host(args.host) as host:
+    with benchkit.daemon(args.host, log_level="info") as (host, _):
         targets = [Target(host)] + ([Target(args.reference)] if args.reference else [])
         try:
             for target in targets:
@@ -263,21 +187,9 @@ def main(argv: list[str] | None = None) -> int:
 
     target, reference = targets[0], targets[1] if len(targets) > 1 else None
     print(table(target, reference))
-    for t in targets:
-        for e in t.errors:
-            print(f"error ({t.server or t.host}): {e}", file=sys.stderr)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.results_dir / f"compose-{stamp}.json"
+    benchkit.print_errors((t.server or t.host, t.errors) for t in targets)
     record = {
-        "schema": 1,
-        "time": stamp,
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg": os.getloadavg(),
-        },
+        **benchkit.result_head(load="loadavg"),
         "params": {
             "runs": args.runs,
             "host": args.host or "throw-away skiffd",
@@ -287,8 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": {**asdict(target), "medians": target.medians()},
         "reference": {**asdict(reference), "medians": reference.medians()} if reference else None,
     }
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"results: {out}")
+    benchkit.save(args.results_dir, "compose-", record)
     return 1 if any(t.errors for t in targets) else 0
 
 

@@ -26,14 +26,12 @@ shared daemon (the reference dockerd) is left as found; busybox:latest is loaded
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
 import os
 import re
 import secrets
-import shutil
 import statistics
 import subprocess
 import sys
@@ -44,40 +42,18 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-BUSYBOX_TAR = ROOT / ".test-image" / "busybox.tar"
-IMAGE = "busybox:latest"
-LABEL = "org.skiff.bench"
-DOCKER_CLI = (
-    "/usr/local/bin/docker" if os.access("/usr/local/bin/docker", os.X_OK) else shutil.which("docker")
-)
+# As a script, bench/ heads sys.path: the repository root goes there instead (see bench/benchkit.py).
+if sys.path and Path(sys.path[0]).resolve() == ROOT / "bench":
+    sys.path[0] = str(ROOT)
+
+from bench import benchkit  # noqa: E402
+from bench.benchkit import IMAGE, LABEL  # noqa: E402
+
 MAX_ITERATIONS = 200
 CONCURRENT = 20
 FLEET = 50
 LOG_LINES = 100_000
 SECTION_BUDGET_S = 120.0
-
-Docker = Callable[..., subprocess.CompletedProcess[bytes]]
-
-
-def socket_path(host: str) -> str:
-    if not host.startswith("unix://"):
-        raise SystemExit(f"only unix:// hosts are benchmarked (loopback only), got {host}")
-    return host.removeprefix("unix://")
-
-
-def cli(host: str) -> Docker:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env.update(DOCKER_HOST=host, DOCKER_CLI_HINTS="false")
-
-    def run(*args: str, timeout: int = 120, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-        argv = ["timeout", "-s", "KILL", str(timeout), str(DOCKER_CLI), *args]
-        res = subprocess.run(argv, capture_output=True, env=env, stdin=subprocess.DEVNULL)
-        if check and res.returncode != 0:
-            err = res.stderr.decode(errors="replace").strip()
-            raise RuntimeError(f"docker {' '.join(args[:3])}: rc={res.returncode}: {err}")
-        return res
-
-    return run
 
 
 def stats_ms(samples_s: list[float]) -> dict[str, float]:
@@ -202,10 +178,9 @@ class Bench:
     """One daemon: its CLI, its docker-py client and the containers made there (all labelled)."""
 
     def __init__(self, host: str, pid: int | None) -> None:
-        socket_path(host)
         self.host = host
         self.pid = pid
-        self.docker = cli(host)
+        self.docker = benchkit.cli(host)
         self.token = secrets.token_hex(4)
         self.label = f"{LABEL}={self.token}"
         self.api: Any = None
@@ -216,7 +191,7 @@ class Bench:
         import docker as docker_sdk
 
         if self.docker("image", "inspect", IMAGE, check=False).returncode != 0:
-            self.docker("load", "-q", "-i", str(BUSYBOX_TAR))
+            self.docker("load", "-q", "-i", str(benchkit.BUSYBOX_TAR))
         self.api = docker_sdk.APIClient(base_url=self.host, version="auto", timeout=60)
 
     def cleanup(self) -> None:
@@ -392,8 +367,8 @@ def table(target: dict[str, Any], reference: dict[str, Any] | None, names: tuple
     rows = [("metric", names[0], names[1], "ratio")]
     for label, key, field in ROWS:
         a, b = value(target, key, field), value(reference, key, field)
-        r = f"{a / b:.2f}x" if a and b else "-"
-        rows.append((label, "-" if a is None else f"{a:.1f}", "-" if b is None else f"{b:.1f}", r))
+        shown_a, shown_b = ("-" if v is None else f"{v:.1f}" for v in (a, b))
+        rows.append((label, shown_a, shown_b, benchkit.ratio(a, b)))
     width = [max(len(row[i]) for row in rows) for i in range(4)]
     text = []
     for i, row in enumerate(rows):
@@ -406,35 +381,21 @@ def table(target: dict[str, Any], reference: dict[str, Any] | None, names: tuple
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchkit.arg_parser(__doc__)
     parser.add_argument("--host", default=os.environ.get("DOCKER_HOST", "unix:///run/skiff/skiff.sock"))
     parser.add_argument("--pid", type=int, help="daemon PID (default: the socket's owner, via ss)")
     parser.add_argument("--reference", help="a second daemon measured in the same run, interleaved")
     parser.add_argument("--reference-pid", type=int)
     parser.add_argument("--iterations", type=int, default=11)
     args = parser.parse_args(argv)
-    benches = [Bench(args.host, args.pid or owner_pid(args.host))]
+    benches = [Bench(args.host, args.pid or benchkit.owner_pid(args.host))]
     if args.reference:
-        benches.append(Bench(args.reference, args.reference_pid or owner_pid(args.reference)))
+        benches.append(Bench(args.reference, args.reference_pid or benchkit.owner_pid(args.reference)))
     results = run_all(benches, args.iterations)
     names = (args.host, args.reference or "-")
     print(table(results[0], results[1] if len(results) > 1 else None, names))
     print(json.dumps(results, indent=2))
     return 1 if any(r["errors"] for r in results) else 0
-
-
-def owner_pid(host: str) -> int | None:
-    owners = _socket_owner(socket_path(host))
-    return owners[0] if owners else None
-
-
-def _socket_owner(path: str) -> list[int]:
-    out = subprocess.run(["ss", "-xlpH"], capture_output=True, text=True).stdout
-    return [
-        int(m) for line in out.splitlines() if path in line.split() for m in re.findall(r"pid=(\d+)", line)
-    ]
 
 
 if __name__ == "__main__":

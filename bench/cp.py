@@ -22,13 +22,7 @@ version for a before/after comparison under identical load; they get a column ea
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import datetime
-import importlib.util
-import json
 import os
-import platform
 import secrets
 import shutil
 import statistics
@@ -36,23 +30,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, bench/ comes first on sys.path, where bench/network.py would shadow the `network`
-# package that tools/testdaemon.py imports: the repository root goes there instead.
+# As a script, bench/ heads sys.path: the repository root goes there instead (see bench/benchkit.py).
 if sys.path and Path(sys.path[0]).resolve() == ROOT / "bench":
     sys.path[0] = str(ROOT)
-RESULTS = ROOT / "bench" / "results"
-BUSYBOX_TAR = ROOT / ".test-image" / "busybox.tar"
-IMAGE = "busybox:latest"
-LABEL = "org.skiff.bench"
-DOCKER_CLI = (
-    "/usr/local/bin/docker" if os.access("/usr/local/bin/docker", os.X_OK) else shutil.which("docker")
-)
+
+from bench import benchkit  # noqa: E402
+from bench.benchkit import check  # noqa: E402
+
 DIRS = 10
 
 
@@ -72,32 +60,9 @@ class Target:
         }
 
 
-def load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def docker(host: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[bytes]:
-    if not host.startswith("unix://"):
-        raise SystemExit(f"only unix:// hosts are benchmarked (loopback only), got {host}")
-    assert DOCKER_CLI is not None, "no docker CLI"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env["DOCKER_HOST"] = host
-    return subprocess.run(
-        [DOCKER_CLI, *args], env=env, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL
-    )
-
-
-def check(res: subprocess.CompletedProcess[bytes]) -> str:
-    if res.returncode != 0:
-        raise RuntimeError(
-            f"{res.args[1:]}: rc={res.returncode}: {res.stderr.decode(errors='replace').strip()}"
-        )
-    return res.stdout.decode()
+def docker(host: str, *args: str) -> subprocess.CompletedProcess[bytes]:
+    # Copying 100 MiB on a loaded machine may take longer than the usual two minutes.
+    return benchkit.docker(host, *args, timeout=300)
 
 
 def make_tree(root: Path, total_bytes: int, files: int) -> None:
@@ -120,14 +85,11 @@ def tree_bytes(root: Path) -> tuple[int, int]:
 
 def prepare(target: Target, token: str) -> None:
     target.server = check(docker(target.host, "version", "--format", "{{.Server.Version}}")).strip()
-    if docker(target.host, "image", "inspect", IMAGE).returncode != 0:
-        check(docker(target.host, "load", "-i", str(BUSYBOX_TAR)))
+    if docker(target.host, "image", "inspect", benchkit.IMAGE).returncode != 0:
+        check(docker(target.host, "load", "-i", str(benchkit.BUSYBOX_TAR)))
     name = f"skiff-bench-cp-{token}-{secrets.token_hex(3)}"
-    check(
-        docker(
-            target.host, "run", "-d", "--name", name, "--label", f"{LABEL}={token}", IMAGE, "sleep", "3600"
-        )
-    )
+    run = ["run", "-d", "--name", name, "--label", f"{benchkit.LABEL}={token}", benchkit.IMAGE]
+    check(docker(target.host, *run, "sleep", "3600"))
     target.container = name
 
 
@@ -151,20 +113,6 @@ def one_run(target: Target, src: Path, work: Path, index: int, expected: tuple[i
         docker(target.host, "exec", target.container, "rm", "-rf", inside)
 
 
-@contextlib.contextmanager
-def daemon_host(host: str | None) -> Iterator[str]:
-    if host:
-        yield host
-        return
-    testdaemon = load_tool("testdaemon")
-    with testdaemon.SkiffDaemon(log_level="info") as proc:
-        yield proc.host
-
-
-def ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}x" if a and b else "-"
-
-
 def table(target: Target, reference: Target | None, also: list[Target] | None = None) -> str:
     t, r = target.medians(), reference.medians() if reference else {}
     ref_name = reference.server if reference else "-"
@@ -178,7 +126,7 @@ def table(target: Target, reference: Target | None, also: list[Target] | None = 
         shown = [v if v is not None else "-" for v in (a, b)]
         others = [o.medians().get(key) for o in extra]
         lines.append(
-            f"{label:<28} {shown[0]:>12} {shown[1]:>14} {ratio(a, b):>10}"
+            f"{label:<28} {shown[0]:>12} {shown[1]:>14} {benchkit.ratio(a, b):>10}"
             + "".join(f" {v if v is not None else '-':>12}" for v in others)
         )
     for i, o in enumerate(extra):
@@ -187,24 +135,22 @@ def table(target: Target, reference: Target | None, also: list[Target] | None = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--host", help="daemon to measure (default: a throw-away skiffd)")
-    parser.add_argument(
-        "--reference", help="second daemon measured in the same run, e.g. the reference dockerd"
-    )
+    parser = benchkit.arg_parser(__doc__)
+    benchkit.add_daemon_options(parser)
     parser.add_argument(
         "--also", action="append", default=[], help="more daemons in the same rounds (repeatable)"
     )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--mib", type=int, default=100)
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--results-dir", type=Path, default=benchkit.RESULTS)
     args = parser.parse_args(argv)
     token = secrets.token_hex(4)
 
-    with tempfile.TemporaryDirectory(prefix="skiff-bench-cp-") as tmp, daemon_host(args.host) as host:
+    with (
+        tempfile.TemporaryDirectory(prefix="skiff-bench-cp-") as tmp,
+        benchkit.daemon(args.host, log_level="info") as (host, _),
+    ):
         work = Path(tmp)
         src = work / "tree"
         make_tree(src, args.mib * 1024 * 1024, args.files)
@@ -225,20 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     target, reference = targets[0], targets[1] if args.reference else None
     also = targets[2:] if args.reference else targets[1:]
     print(table(target, reference, also))
-    for t in targets:
-        for e in t.errors:
-            print(f"error ({t.server or t.host}): {e}", file=sys.stderr)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.results_dir / f"cp-{stamp}.json"
+    benchkit.print_errors((t.server or t.host, t.errors) for t in targets)
     record = {
-        "schema": 1,
-        "time": stamp,
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        **benchkit.result_head(),
         "params": {
             "runs": args.runs,
             "files": args.files,
@@ -249,8 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "reference": {**asdict(reference), **reference.medians()} if reference else None,
         "also": [{**asdict(o), **o.medians()} for o in also],
     }
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"results: {out}")
+    benchkit.save(args.results_dir, "cp-", record)
     return 1 if any(t.errors for t in targets) else 0
 
 

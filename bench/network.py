@@ -33,38 +33,26 @@ Results: a table on stdout and JSON in bench/results/network-<UTC stamp>.json.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import datetime
-import importlib.util
-import json
-import os
-import platform
 import secrets
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, this file's directory comes first on sys.path, where this file would shadow the
-# `network` package that tools/testdaemon.py imports: the repository root goes there instead.
+# As a script, bench/ heads sys.path, and this file would shadow the `network` package that
+# tools/testdaemon.py imports: the repository root goes there instead (see bench/benchkit.py).
 if sys.path and Path(sys.path[0]).resolve() == ROOT / "bench":
     sys.path[0] = str(ROOT)
-RESULTS = ROOT / "bench" / "results"
-BUSYBOX_TAR = ROOT / ".test-image" / "busybox.tar"
-IMAGE = "busybox:latest"
-LABEL = "org.skiff.bench"
-DOCKER_CLI = (
-    "/usr/local/bin/docker" if os.access("/usr/local/bin/docker", os.X_OK) else shutil.which("docker")
-)
+
+from bench import benchkit, containers  # noqa: E402
+from bench.benchkit import IMAGE  # noqa: E402
+
 POLL_S = 0.005
 CONNECT_TIMEOUT_S = 0.05
 READ_TIMEOUT_S = 0.2
@@ -73,8 +61,6 @@ WEB_ALIAS = "web"
 WEB_BODY = "skiff-bench-web"
 # Aims of issue 4: each figure at most half of dockerd's.
 AIM = 0.5
-
-Docker = Callable[..., subprocess.CompletedProcess[bytes]]
 
 # (key, table label); the samples of each are in Target.samples[key], in seconds.
 METRICS = (
@@ -85,51 +71,6 @@ METRICS = (
     ("run_bridge", "`run --rm busybox true`, bridge"),
     ("run_none", "`run --rm busybox true`, --network none"),
 )
-
-
-def load_bench(name: str) -> ModuleType:
-    module_name = f"skiff_bench_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, ROOT / "bench" / f"{name}.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
-
-
-def load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def cli(host: str) -> Docker:
-    if not host.startswith("unix://"):
-        raise SystemExit(f"only unix:// hosts are benchmarked (loopback only), got {host}")
-    if DOCKER_CLI is None:
-        raise SystemExit("no docker CLI")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env.update(DOCKER_HOST=host, DOCKER_CLI_HINTS="false")
-
-    def run(*args: str, timeout: int = 120, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-        argv = ["timeout", "-s", "KILL", str(timeout), str(DOCKER_CLI), *args]
-        res = subprocess.run(argv, capture_output=True, env=env, stdin=subprocess.DEVNULL)
-        if check and res.returncode != 0:
-            err = res.stderr.decode(errors="replace").strip()
-            raise RuntimeError(f"docker {' '.join(args[:3])}: rc={res.returncode}: {err}")
-        return res
-
-    return run
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_answers(port: int) -> bool:
@@ -147,7 +88,7 @@ def http_answers(port: int) -> bool:
 class Target:
     name: str
     host: str
-    docker: Docker = field(repr=False)
+    docker: benchkit.Docker = field(repr=False)
     token: str
     pid: int | None = None
     probe_early: bool = False
@@ -159,7 +100,7 @@ class Target:
 
     @property
     def label(self) -> str:
-        return f"{LABEL}={self.token}"
+        return f"{benchkit.LABEL}={self.token}"
 
     def name_for(self, what: str) -> str:
         return f"skiff-bench-net-{self.token}-{what}-{secrets.token_hex(2)}"
@@ -197,7 +138,7 @@ class Target:
     def prepare(self) -> None:
         self.server = self.docker("version", "--format", "{{.Server.Version}}").stdout.decode().strip()
         if self.docker("image", "inspect", IMAGE, check=False).returncode != 0:
-            self.docker("load", "-q", "-i", str(BUSYBOX_TAR))
+            self.docker("load", "-q", "-i", str(benchkit.BUSYBOX_TAR))
         self.web_network = self.name_for("web")
         self.docker("network", "create", "--label", self.label, self.web_network)
         web = self.name_for("httpd")
@@ -250,14 +191,14 @@ class Target:
         self.docker("network", "rm", name)
 
     def port_ready(self) -> None:
-        port = free_port()
+        port = benchkit.free_port()
         name = self.name_for("port")
         t0 = time.perf_counter()
         try:
             run = ["run", "-d", "--name", name, "--label", self.label, "-p", f"127.0.0.1:{port}:80"]
             proc = subprocess.Popen(
-                self._argv(*run, IMAGE, "httpd", "-f", "-p", "80"),
-                env=self._env(),
+                benchkit.killed_after(120, *run, IMAGE, "httpd", "-f", "-p", "80"),
+                env=benchkit.docker_env(self.host),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
@@ -302,15 +243,6 @@ class Target:
         self.docker("run", "--rm", "--label", self.label, *network, IMAGE, "true")
         self.samples[key].append(time.perf_counter() - t0)
 
-    def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        env.update(DOCKER_HOST=self.host, DOCKER_CLI_HINTS="false")
-        return env
-
-    @staticmethod
-    def _argv(*args: str) -> list[str]:
-        return ["timeout", "-s", "KILL", "120", str(DOCKER_CLI), *args]
-
 
 def steps(t: Target) -> list[tuple[str, Callable[[], None]]]:
     return [
@@ -339,21 +271,8 @@ def measure(targets: list[Target], runs: int, warmup: int) -> None:
                 print(f"[{i - warmup + 1}/{runs}] {t.name} (ms): {shown}", flush=True)
 
 
-@contextlib.contextmanager
-def skiff_target(host: str | None, log_level: str) -> Iterator[tuple[str, int | None]]:
-    if host:
-        yield host, None
-        return
-    with load_tool("testdaemon").SkiffDaemon(log_level=log_level) as daemon:
-        yield daemon.host, daemon.pid
-
-
 def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
-
-
-def fmt_ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}x" if a and b else "-"
 
 
 def table(targets: list[Target]) -> str:
@@ -380,7 +299,7 @@ def table(targets: list[Target]) -> str:
         )
     )
     for label, a, b in figures:
-        rows.append(f"{label:<42} {fmt(a):>16} {fmt(b):>22} {fmt_ratio(a, b):>7}")
+        rows.append(f"{label:<42} {fmt(a):>16} {fmt(b):>22} {benchkit.ratio(a, b):>7}")
     for t in targets:
         rss = t.memory.get("rss_kib")
         if rss:
@@ -389,9 +308,7 @@ def table(targets: list[Target]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchkit.arg_parser(__doc__)
     parser.add_argument("--host", help="skiff's DOCKER_HOST (default: a throw-away skiffd)")
     parser.add_argument("--pid", type=int, help="--host's daemon PID (default: the socket's owner)")
     parser.add_argument("--reference", help="a dockerd measured in the same run (unix:// only)")
@@ -401,19 +318,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--probe-early", action="store_true", help="probe the published port from `docker run`'s start"
     )
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--results-dir", type=Path, default=benchkit.RESULTS)
     args = parser.parse_args(argv)
-    containers = load_bench("containers")
     token = secrets.token_hex(4)
     targets: list[Target] = []
 
-    with skiff_target(args.host, args.log_level) as (skiff_host, skiff_pid):
+    with benchkit.daemon(args.host, args.log_level) as (skiff_host, skiff_pid):
         hosts = [("skiff", skiff_host, skiff_pid or args.pid)]
         if args.reference:
             hosts.append(("dockerd", args.reference, None))
         for name, host, pid in hosts:
-            pid = pid or containers.owner_pid(host)
-            targets.append(Target(name, host, cli(host), token, pid, args.probe_early))
+            pid = pid or benchkit.owner_pid(host)
+            targets.append(Target(name, host, benchkit.cli(host), token, pid, args.probe_early))
         try:
             for t in targets:
                 t.prepare()
@@ -427,17 +343,9 @@ def main(argv: list[str] | None = None) -> int:
                     t.memory = containers.engine_memory(t.pid)
 
     print(table(targets))
-    for t in targets:
-        for e in t.errors:
-            print(f"error ({t.name}): {e}", file=sys.stderr)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.results_dir / f"network-{stamp}.json"
+    benchkit.print_errors((t.name, t.errors) for t in targets)
     record = {
-        "schema": 1,
-        "bench": "network",
-        "time": stamp,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg()},
+        **benchkit.result_head("network", python=False, load="load"),
         "params": {
             "runs": args.runs,
             "warmup": args.warmup,
@@ -450,8 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         "aim": f"each skiff figure <= {AIM}x dockerd's",
         "targets": [t.summary() for t in targets],
     }
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"results: {out}")
+    benchkit.save(args.results_dir, "network-", record)
     return 1 if any(t.errors for t in targets) else 0
 
 

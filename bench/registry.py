@@ -24,11 +24,8 @@ by PID and its temporary storage removed at the end; on a shared daemon only wha
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import datetime
 import hashlib
-import importlib.util
 import io
 import json
 import os
@@ -43,53 +40,24 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, bench/ comes first on sys.path, where bench/network.py would shadow the `network`
-# package that tools/testdaemon.py imports: the repository root goes there instead.
+# As a script, bench/ heads sys.path: the repository root goes there instead (see bench/benchkit.py).
 if sys.path and Path(sys.path[0]).resolve() == ROOT / "bench":
     sys.path[0] = str(ROOT)
-RESULTS = ROOT / "bench" / "results"
+
+from bench import benchkit  # noqa: E402
+
 DOCKER_REGISTRY = "/usr/bin/docker-registry"
-DOCKER_CLI = (
-    "/usr/local/bin/docker" if os.access("/usr/local/bin/docker", os.X_OK) else shutil.which("docker")
-)
 LAYERS = 5
 LAYER_BYTES = 10 << 20
 EPOCH = "2026-01-01T00:00:00Z"
-
-Docker = Callable[..., subprocess.CompletedProcess[bytes]]
-
-
-def load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def cli(host: str) -> Docker:
-    if not host.startswith("unix://"):
-        raise SystemExit(f"only unix:// hosts are benchmarked (loopback only), got {host}")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env.update(DOCKER_HOST=host, DOCKER_CLI_HINTS="false")
-
-    def run(*args: str, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-        argv = ["timeout", "-s", "KILL", str(timeout), str(DOCKER_CLI), *args]
-        res = subprocess.run(argv, capture_output=True, env=env, stdin=subprocess.DEVNULL)
-        if check and res.returncode != 0:
-            err = res.stderr.decode(errors="replace").strip()
-            raise RuntimeError(f"docker {' '.join(args[:2])}: rc={res.returncode}: {err}")
-        return res
-
-    return run
+# Pushes and pulls of 50 MiB on a loaded machine may take longer than the usual two minutes.
+CLI_TIMEOUT_S = 300
 
 
 # --- the image ------------------------------------------------------------------------------------
@@ -135,18 +103,12 @@ def write_image(path: Path, tag: str) -> str:
 # --- the registry ---------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Registry:
     """docker-registry on 127.0.0.1:<port>; ``reset()`` restarts it on empty storage."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.port = free_port()
+        self.port = benchkit.free_port()
         self.data = tmp / "data"
         self.log = tmp / "registry.log"
         self.config = tmp / "config.yml"
@@ -208,7 +170,7 @@ class Registry:
 class Target:
     name: str
     host: str
-    docker: Docker = field(repr=False)
+    docker: benchkit.Docker = field(repr=False)
     repo: str = ""
     load_ref: str = ""  # the tag of the `docker load` archive
     push_s: list[float] = field(default_factory=list)
@@ -259,20 +221,6 @@ def iteration(t: Target, registry: Registry, image_id: str, archive: Path) -> No
     remove_image(t, image_id)
 
 
-@contextlib.contextmanager
-def skiff_target(host: str | None) -> Iterator[str]:
-    if host:
-        yield host
-        return
-    daemon = load_tool("testdaemon").SkiffDaemon(log_level="warn")
-    with daemon:
-        yield daemon.host
-
-
-def fmt_ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}x" if a and b else "-"
-
-
 def table(targets: list[Target]) -> str:
     skiff = targets[0].summary()
     ref = targets[1].summary() if len(targets) > 1 else None
@@ -285,18 +233,17 @@ def table(targets: list[Target]) -> str:
     ):
         a = skiff[key]
         b = ref[key] if ref else None
-        rows.append(f"{label:<28} {a:>16.2f} {'-' if b is None else f'{b:.2f}':>16} {fmt_ratio(a, b):>8}")
+        shown_b = "-" if b is None else f"{b:.2f}"
+        rows.append(f"{label:<28} {a:>16.2f} {shown_b:>16} {benchkit.ratio(a, b):>8}")
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchkit.arg_parser(__doc__)
     parser.add_argument("--host", help="skiff's DOCKER_HOST (default: a throw-away skiffd)")
     parser.add_argument("--reference", help="a dockerd to measure in the same run (unix:// only)")
     parser.add_argument("-n", "--iterations", type=int, default=5)
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--results-dir", type=Path, default=benchkit.RESULTS)
     args = parser.parse_args(argv)
     if not os.access(DOCKER_REGISTRY, os.X_OK):
         raise SystemExit(f"{DOCKER_REGISTRY} missing (Debian's docker-registry)")
@@ -308,13 +255,13 @@ def main(argv: list[str] | None = None) -> int:
     registry: Registry | None = None
     try:
         registry = Registry(tmp / "registry")
-        with skiff_target(args.host) as skiff_host:
+        with benchkit.daemon(args.host) as (skiff_host, _):
             hosts = [("skiff", skiff_host)] + ([("reference", args.reference)] if args.reference else [])
             for name, host in hosts:
                 t = Target(
                     name,
                     host,
-                    cli(host),
+                    benchkit.cli(host, timeout=CLI_TIMEOUT_S),
                     repo=f"{registry.host}/bench-{token}/{name}",
                     load_ref=f"skiff-bench-registry-{token}:1",
                 )
@@ -343,20 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(table(targets))
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.results_dir / f"registry-{stamp}.json"
     record = {
-        "schema": 1,
-        "bench": "registry",
-        "time": stamp,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load": os.getloadavg()},
+        **benchkit.result_head("registry", python=False, load="load"),
         "image": {"layers": LAYERS, "layer_bytes": LAYER_BYTES, "id": image_id},
         "params": {"iterations": args.iterations, "host": args.host, "reference": args.reference},
         "targets": [t.summary() for t in targets],
     }
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"results: {out}")
+    benchkit.save(args.results_dir, "registry-", record)
     return 0
 
 

@@ -18,47 +18,29 @@ Results: a table on stdout and JSON in bench/results/<UTC timestamp>.json.
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.util
-import json
 import os
-import platform
 import re
 import secrets
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, bench/ comes first on sys.path, where bench/network.py would shadow the `network`
-# package that tools/testdaemon.py imports: the repository root goes there instead.
+# As a script, bench/ heads sys.path: the repository root goes there instead (see bench/benchkit.py).
 if sys.path and Path(sys.path[0]).resolve() == ROOT / "bench":
     sys.path[0] = str(ROOT)
-RESULTS = ROOT / "bench" / "results"
-DOCKER_CLI = (
-    "/usr/local/bin/docker" if os.access("/usr/local/bin/docker", os.X_OK) else shutil.which("docker")
-)
+
+from bench import benchkit, containers  # noqa: E402
+
 MAX_PING = 100_000
 MAX_LOADS = 50
 SECTION_BUDGET_S = 120.0
-
-
-def load_tool(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @dataclass
@@ -73,12 +55,6 @@ class Result:
     rss_kib: dict[str, int] = field(default_factory=dict)
     containers: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
-
-
-def socket_path(host: str) -> str:
-    if not host.startswith("unix://"):
-        raise SystemExit(f"only unix:// hosts are benchmarked (loopback only), got {host}")
-    return host.removeprefix("unix://")
 
 
 def summary(samples_s: list[float]) -> dict[str, float]:
@@ -100,7 +76,7 @@ def summary(samples_s: list[float]) -> dict[str, float]:
 
 
 def bench_ping(host: str, iterations: int, warmup: int = 100) -> tuple[dict[str, float], str, str]:
-    transport = httpx.HTTPTransport(uds=socket_path(host))
+    transport = httpx.HTTPTransport(uds=benchkit.socket_path(host))
     samples: list[float] = []
     with httpx.Client(transport=transport, base_url="http://docker", timeout=10) as client:
         first = client.get("/_ping")
@@ -123,45 +99,27 @@ def bench_ping(host: str, iterations: int, warmup: int = 100) -> tuple[dict[str,
     return stats, first.headers.get("Server", ""), first.headers.get("Api-Version", "")
 
 
-def docker(host: str, *args: str, timeout: int = 120) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-    env["DOCKER_HOST"] = host
-    argv = ["timeout", "-s", "KILL", str(timeout), str(DOCKER_CLI), *args]
-    return subprocess.run(argv, capture_output=True, env=env)
-
-
 def bench_load(
     host: str, image: Path, ref: str, iterations: int
 ) -> tuple[dict[str, float], dict[str, float]]:
+    docker = benchkit.cli(host)
     loads: list[float] = []
     rmis: list[float] = []
     deadline = time.monotonic() + SECTION_BUDGET_S
     for _ in range(iterations):
         t0 = time.perf_counter()
-        res = docker(host, "load", "-q", "-i", str(image))
+        res = docker("load", "-q", "-i", str(image), check=False)
         loads.append(time.perf_counter() - t0)
         if res.returncode != 0:
             raise RuntimeError(f"docker load failed: {res.stderr.decode(errors='replace')}")
         t0 = time.perf_counter()
-        res = docker(host, "rmi", ref)
+        res = docker("rmi", ref, check=False)
         rmis.append(time.perf_counter() - t0)
         if res.returncode != 0:
             raise RuntimeError(f"docker rmi failed: {res.stderr.decode(errors='replace')}")
         if time.monotonic() > deadline:
             break
     return summary(loads), summary(rmis)
-
-
-def pid_from_socket(path: str) -> int | None:
-    """The listening process of a UNIX socket, from `ss -xlp`."""
-    out = subprocess.run(["ss", "-xlpH"], capture_output=True, text=True).stdout
-    for line in out.splitlines():
-        fields = line.split()
-        if path in fields:
-            match = re.search(r"pid=(\d+)", line)
-            if match:
-                return int(match.group(1))
-    return None
 
 
 def _rss_kib(pid: int) -> tuple[str, int] | None:
@@ -176,7 +134,7 @@ def _rss_kib(pid: int) -> tuple[str, int] | None:
 
 def daemon_rss(pid: int) -> dict[str, int]:
     """RSS of the daemon and its descendants (dockerd's containerd is its child), per process name."""
-    tree = containers_bench().proc_tree()
+    tree = containers.proc_tree()
     todo, seen = [pid], set()
     per_name: dict[str, int] = {}
     while todo:
@@ -198,15 +156,15 @@ def run_one(host: str, pid: int | None, args: argparse.Namespace, image: Path, r
         result.ping_ms, result.server, result.api_version = bench_ping(host, args.ping_iterations)
     except Exception as exc:  # a benchmark reports, it does not crash half-way
         result.errors.append(f"ping: {exc}")
-    if DOCKER_CLI is None:
+    if benchkit.DOCKER_CLI is None:
         result.errors.append("load: no docker CLI")
     else:
         try:
             result.load_ms, result.rmi_ms = bench_load(host, image, ref, args.load_iterations)
         except Exception as exc:
             result.errors.append(f"load: {exc}")
-            docker(host, "rmi", "-f", ref)
-    result.pid = pid or pid_from_socket(socket_path(host))
+            benchkit.cli(host)("rmi", "-f", ref, check=False)
+    result.pid = pid or benchkit.owner_pid(host)
     if result.pid:
         time.sleep(args.idle_seconds)
         result.rss_kib = daemon_rss(result.pid)
@@ -219,30 +177,10 @@ def run_containers(
     args: argparse.Namespace, target: Result, reference_pid: int | None
 ) -> list[dict[str, Any]]:
     """The container benchmarks, the reference's interleaved with the target's (bench/containers.py)."""
-    module = containers_bench()
-    benches = [module.Bench(target.host, target.pid)]
+    benches = [containers.Bench(target.host, target.pid)]
     if args.reference:
-        benches.append(module.Bench(args.reference, reference_pid))
-    results: list[dict[str, Any]] = module.run_all(benches, args.container_iterations, args.idle_seconds)
-    return results
-
-
-def containers_bench() -> ModuleType:
-    if "skiff_bench_containers" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "skiff_bench_containers", ROOT / "bench" / "containers.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["skiff_bench_containers"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["skiff_bench_containers"]
-
-
-def ratio(a: float | int | None, b: float | int | None) -> str:
-    if not a or not b:
-        return "-"
-    return f"{a / b:.2f}x"
+        benches.append(containers.Bench(args.reference, reference_pid))
+    return containers.run_all(benches, args.container_iterations, args.idle_seconds)
 
 
 def print_table(target: Result, reference: Result | None) -> None:
@@ -271,7 +209,7 @@ def print_table(target: Result, reference: Result | None) -> None:
         target.server or target.host,
         (reference.server or reference.host) if reference else "-",
     )
-    table = [(m, _fmt(a), _fmt(b) if reference else "-", ratio(a, b)) for m, a, b in rows]
+    table = [(m, _fmt(a), _fmt(b) if reference else "-", benchkit.ratio(a, b)) for m, a, b in rows]
     lines = [(*head, "skiff/ref"), *table]
     width = [max(len(row[i]) for row in lines) for i in range(4)]
     for i, row in enumerate(lines):
@@ -295,9 +233,7 @@ def _mib(kib: int | None) -> float | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = benchkit.arg_parser(__doc__)
     parser.add_argument("--host", default=os.environ.get("DOCKER_HOST", "unix:///run/skiff/skiff.sock"))
     parser.add_argument("--pid", type=int, help="daemon PID for RSS (default: owner of the socket, via ss)")
     parser.add_argument(
@@ -312,12 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         "--no-containers", dest="containers", action="store_false", help="skip the container benchmarks"
     )
     parser.add_argument("--container-iterations", type=int, default=11)
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--results-dir", type=Path, default=benchkit.RESULTS)
     args = parser.parse_args(argv)
     args.ping_iterations = max(1, min(args.ping_iterations, MAX_PING))
     args.load_iterations = max(1, min(args.load_iterations, MAX_LOADS))
 
-    mkimage = load_tool("mkimage")
+    mkimage = benchkit.load_tool("mkimage")
     token = secrets.token_hex(4)
     ref = f"skiff-bench-{token}:latest"
     with tempfile.TemporaryDirectory(prefix="skiff-bench-") as tmp:
@@ -326,50 +262,32 @@ def main(argv: list[str] | None = None) -> int:
         spec = mkimage.ImageSpec(tags=(ref,), extra_files=(("etc/skiff-bench", token.encode()),))
         mkimage.write_archive(spec, image)
 
-        daemon = None
-        host, pid = args.host, args.pid
-        if args.start_skiffd:
-            daemon = load_tool("testdaemon").SkiffDaemon(log_level="warn").start()
-            host, pid = daemon.host, daemon.pid
         reference_pid = args.reference_pid
         if args.reference and reference_pid is None:
-            reference_pid = pid_from_socket(socket_path(args.reference))
+            reference_pid = benchkit.owner_pid(args.reference)
         paired: list[dict[str, Any]] = []
-        try:
-            target = run_one(host, pid, args, image, ref)
-            if args.containers and DOCKER_CLI is not None:
+        with benchkit.daemon(None if args.start_skiffd else args.host) as (host, skiffd_pid):
+            target = run_one(host, skiffd_pid or args.pid, args, image, ref)
+            if args.containers and benchkit.DOCKER_CLI is not None:
                 paired = run_containers(args, target, reference_pid)
-        finally:
-            if daemon is not None:
-                daemon.stop()
         reference = run_one(args.reference, reference_pid, args, image, ref) if args.reference else None
-        for res, containers in zip((target, reference), paired, strict=False):
+        for res, measured in zip((target, reference), paired, strict=False):
             if res is not None:
-                res.containers = containers
-                res.errors.extend(f"containers: {e}" for e in containers.get("errors", []))
+                res.containers = measured
+                res.errors.extend(f"containers: {e}" for e in measured.get("errors", []))
 
     print_table(target, reference)
     if args.containers:
         names = (target.server or target.host, (reference.server or reference.host) if reference else "-")
         print()
-        print(containers_bench().table(target.containers, reference.containers if reference else None, names))
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.results_dir / f"{stamp}.json"
+        print(containers.table(target.containers, reference.containers if reference else None, names))
     record = {
-        "schema": 1,
-        "time": stamp,
-        "machine": {
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
+        **benchkit.result_head(),
         "params": {k: v for k, v in vars(args).items() if k != "results_dir"},
         "target": asdict(target),
         "reference": asdict(reference) if reference else None,
     }
-    out.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    print(f"results: {out}")
+    benchkit.save(args.results_dir, "", record)
     return 1 if target.errors else 0
 
 

@@ -429,6 +429,7 @@ class HealthMonitor:
         assert cmd is not None
         settings = Settings.of(c.config)
         started = parse_time(generation) or datetime.now(UTC)
+        me = asyncio.current_task()
         while True:
             health = c.state.health
             status = health.status if health is not None else STARTING
@@ -436,6 +437,11 @@ class HealthMonitor:
             await asyncio.sleep(settings.next_delay(since, status) / SECOND)
             result = await self._probe(c, cmd, settings.timeout)
             health = c.state.health
+            # Python 3.11's wait_for can swallow the cancellation ``_stop`` sent when the probe's
+            # start finished at that moment: a monitor no longer registered ends on its own.
+            watch = self._watches.get(c.id)
+            if watch is None or watch.task is not me:
+                return
             if health is None or c.state.started_at != generation:
                 return
             before = health.status

@@ -336,6 +336,30 @@ def test_stop_cancels_the_monitor_kills_the_probe_and_reads_unhealthy() -> None:
     run(main())
 
 
+def test_a_monitor_whose_cancellation_was_lost_still_ends() -> None:
+    """Python 3.11's wait_for returns a result and drops the cancellation when both arrive at
+    once; here the cancellation is dropped outright. The monitor must end by itself."""
+
+    async def main() -> None:
+        probes = FakeProbes([(0, b"", 0)])
+        w = World(probes)
+        c = container(FAST)
+        start(w, c)
+        await until(lambda: len(probes.runs) >= 1)
+        task = w.monitor._watches[c.id].task
+        task.cancel = lambda *args, **kwargs: False  # type: ignore[method-assign]
+        try:
+            stop(w, c)
+            await until(task.done, 1.0)  # it ends after the probe in flight, if any
+        finally:
+            del task.cancel  # the real one again, so a failure cannot hang the loop's shutdown
+        runs = len(probes.runs)
+        await asyncio.sleep(0.05)
+        assert len(probes.runs) == runs  # nothing probes a stopped container
+
+    run(main())
+
+
 def test_a_new_run_resets_to_starting_and_keeps_the_log() -> None:
     async def main() -> None:
         w = World(FakeProbes([(1, b"", 0)]))
