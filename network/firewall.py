@@ -378,8 +378,10 @@ class Firewall:
     Nothing depends on their being gone: a removed network's bridge has no addresses left and a
     stopped container's forwards point at an address no endpoint holds; an address given out
     again is forwarded only after the pending deletions, which run first. A failed deletion is
-    logged, and the next change rewrites the chains. ``enabled=False`` (dockerd's --iptables=false) keeps
-    the books but runs nothing; ``outbound_reject`` see ``filter_rules``.
+    logged, and the next change rewrites the chains.
+
+    ``enabled=False`` (dockerd's --iptables=false) keeps the books but runs nothing;
+    ``outbound_reject`` see ``filter_rules``.
     """
 
     def __init__(
