@@ -9,13 +9,14 @@ Exec processes get their process.json and pid file here too, named by exec id.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine import errdefs
-from storage import mount as mounts
 from storage.jsonfile import atomic_write_bytes
 
 
@@ -79,17 +80,19 @@ class Bundle:
         with open(pid_file) as f:
             return int(f.read().strip())
 
-    def remove(self) -> bool:
+    def remove(self, is_mounted: Callable[[Path], bool] = os.path.ismount) -> bool:
         """Delete the bundle unless something is still mounted on rootfs/; True once it is gone.
 
         rmtree through a live overlay mount would delete the container's files (and, via
         bind mounts, the host's), so a mounted bundle is left alone: the engine unmounts first.
+        The engine, which mounts the rootfs, passes its mount-table check (``os.path.ismount``
+        misses a bind mount from the same filesystem).
         Nothing is raised because this runs in clean-up paths (a failed start's undo, a task's
         exit, daemon start) that must go on; the result says whether a directory was left.
         """
         if not self.path.exists():
             return True
-        if mounts.is_mounted(self.rootfs):
+        if is_mounted(self.rootfs):
             return False
         shutil.rmtree(self.path, ignore_errors=True)
         return not self.path.exists()

@@ -4,7 +4,7 @@
 `runc start` then does (runc 1.1, libcontainer ``linuxContainer.exec``): open the fifo for reading,
 read until end of file (the init writes one byte, then execs the user's process, which closes its
 end), require that byte, and remove the fifo; runc reports a container whose init is alive and
-whose fifo is gone as running. That costs a Go start-up, 10-20 ms of every container start here.
+whose fifo is gone as running. That costs a Go start-up, 9-23 ms of every container start here.
 
 ``release`` does the same from the daemon's event loop. It declines (``FifoUnavailable``, having
 changed nothing) when the fifo is missing or the init is gone without having written the byte:

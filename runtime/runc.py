@@ -401,7 +401,7 @@ class RuncTask:
     async def kill(self, sig: Signal, all: bool = False) -> None:
         number = parse_signal(sig)
         # Without --all, `runc kill` checks the state and kill(2)s the init; the init's pidfd does
-        # that without a runc process (10-20 ms of a `docker stop`). A paused init is left to
+        # that without a runc process (13-19 ms of a `docker stop` here). A paused init is left to
         # runc, which thaws the cgroup for SIGKILL; an exited one to runc's "not running".
         if not all and not self._paused and self._runtime.reaper.send_signal(self._pid, number):
             return

@@ -4,7 +4,7 @@ For a container whose init has exited, `runc delete` (runc 1.1, libcontainer ``d
 its cgroup in every hierarchy (``cgroup_paths`` of its ``state.json``; rmdir, retried while the
 kernel still counts exiting tasks), its intel RDT group, its state directory, and runs poststop
 hooks; with a shared PID namespace it first SIGKILLs whatever is left in the cgroup. That is a
-Go start-up and 10-20 ms of every `docker stop` here.
+Go start-up and 10-18 ms of every `docker stop` here.
 
 ``delete_stopped`` does the same for the case skiff's containers are in: own PID namespace (the
 kernel killed the rest with the init), no hooks, no RDT group. It declines (``False``, nothing

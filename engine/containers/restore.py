@@ -47,10 +47,10 @@ async def restore(service: ContainerService) -> None:
     for orphan in sorted(known - recorded):
         log.info("removing leftover runtime state of %s", orphan[:12])
         await _force_delete(service, orphan)
-        await _remove_bundle(service.bundles / orphan)
+        await _remove_bundle(service.bundle(orphan))
     await asyncio.gather(*(_reconcile(service, c, c.id in known) for c in service.store))
     for leftover in _bundle_dirs(service.bundles) - recorded - known:
-        await _remove_bundle(service.bundles / leftover)
+        await _remove_bundle(service.bundle(leftover))
 
     to_start: list[Container] = []
     to_remove: list[Container] = []
@@ -78,7 +78,7 @@ async def _reconcile(service: ContainerService, c: Container, known: bool) -> No
     if known:
         alive = await _is_alive(service, c.id)
         await _force_delete(service, c.id)
-    await _remove_bundle(service.bundles / c.id)
+    await _remove_bundle(service.bundle(c.id))
     changed = False
     if c.state.status == "removing":
         c.state.status, c.state.dead = "dead", True
@@ -118,12 +118,11 @@ def _bundle_dirs(bundles: Path) -> set[str]:
     return set()
 
 
-async def _remove_bundle(path: Path) -> None:
+async def _remove_bundle(bundle: Bundle) -> None:
     # A rootfs still mounted by the previous daemon life is unmounted first; remove_bundle
     # leaves the directory if that failed.
-    if not path.exists():
+    if not bundle.path.exists():
         return
-    bundle = Bundle(path)
     with contextlib.suppress(errdefs.EngineError):
         await asyncio.to_thread(mounts.unmount, bundle.rootfs)
     await remove_bundle(bundle)

@@ -287,21 +287,20 @@ class ContainerService:
         volume_mounts = await self.mounts.setup(c, undo)
         return user, volume_mounts
 
-    async def _network_sandbox(self, c: Container, undo: AsyncExitStack) -> tuple[str | None, bool]:
+    async def _network_sandbox(self, c: Container, undo: AsyncExitStack) -> str | None:
         """The netns of the OCI spec: "host", another container's, or a sandbox made for this one
-        (then True: it is still to be wired)."""
+        (still empty: ``_wire_network`` fills it)."""
         netns = self._netns_path(c)
         if netns is not None or self.networking is None:
-            return netns, False
+            return netns
         path = await self.networking.create_sandbox(c)
-        if path is None:
-            return None, False
         undo.push_async_callback(self.networking.teardown, c)
-        return str(path), True
+        return str(path) if path is not None else None
 
     async def _wire_network(self, c: Container) -> None:
         """The sandbox's interfaces, ports and DNS, then the files that name the address."""
-        assert self.networking is not None
+        if self.networking is None or self.networking.sandbox_path(c) is None:
+            return  # host or container: mode, or no networking at all
         await self.networking.wire(c)
         # Bind-mounted by the runtime already: rewritten in place.
         await self._write_container_files(c, in_place=True)
@@ -335,7 +334,7 @@ class ContainerService:
                 undo.push_async_callback(remove_bundle, bundle)
                 # The network and the root filesystem do not depend on each other: made side by
                 # side, each registering its own undo step, and both finished before any unwinding.
-                (netns, to_wire), (user, volume_mounts) = await _all_or_raise(
+                netns, (user, volume_mounts) = await _all_or_raise(
                     self._network_sandbox(c, undo), self._prepare_rootfs(c, rootfs, undo)
                 )
                 # Written before the sandbox has its address, which is added once it has one.
@@ -365,10 +364,7 @@ class ContainerService:
                 io = IOSpec(tty=c.tty, stdin=bool(c.config.get("OpenStdin")), console_size=size)
                 # The runtime makes the container in the empty namespace while the network fills
                 # it: nothing runs in there before ``task.start``.
-                task, _ = await _all_or_raise(
-                    self._create_task(c, bundle, io, undo),
-                    self._wire_network(c) if to_wire else _nothing(),
-                )
+                task, _ = await _all_or_raise(self._create_task(c, bundle, io, undo), self._wire_network(c))
                 live = LiveContainer.open(c, task)
                 undo.push_async_callback(live.abort)
                 self.live[c.id] = live
@@ -865,10 +861,6 @@ def _initial_network_settings(host_config: dict[str, Any]) -> dict[str, Any]:
     return {"Ports": {}, "Networks": networks, "SandboxID": "", "SandboxKey": ""}
 
 
-async def _nothing() -> None:
-    return None
-
-
 async def _all_or_raise(first: Awaitable[T1], second: Awaitable[T2]) -> tuple[T1, T2]:
     """Both results, or the first failure once both have finished (so that every undo step the
     two registered is in place when the caller unwinds)."""
@@ -882,5 +874,5 @@ async def _all_or_raise(first: Awaitable[T1], second: Awaitable[T2]) -> tuple[T1
 
 async def remove_bundle(bundle: Bundle) -> None:
     """Delete a container's bundle; one whose rootfs is still mounted stays (and is logged)."""
-    if not await asyncio.to_thread(bundle.remove):
+    if not await asyncio.to_thread(bundle.remove, mounts.is_mounted):
         log.warning("bundle %s left in place: rootfs still mounted or not deletable", bundle.path)
